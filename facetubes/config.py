@@ -1,0 +1,136 @@
+"""The extraction configuration: one dataclass shared by the library call, the batch job and inference."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .errors import ConfigError
+
+CropMode = Literal["static", "follow"]
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides which tubes come out of a video.
+
+    Defaults follow the published DFDC 5th-place pipeline (REFERENCE.md section 1) except where that pipeline
+    had a defect (frame rate, clamping, merged people).
+    """
+
+    # --- sampling / detection -------------------------------------------------------------------------------
+    detect_every: int = 10
+    """Run the face detector on every N-th frame (0, N, 2N, ...)."""
+    first_frames: Optional[int] = None
+    """Read only the first N frames of each video (inference reads 100). None: the whole video."""
+    device: str = "cpu"
+    """Torch device for the detector: ``cpu``, ``cuda``, ``cuda:1``..."""
+    min_face: Optional[float] = None
+    """Smallest face to find, in pixels of the full-resolution upright frame. None: the resolution policy
+    (``max(40, 0.05 * short side)``, see ``facetubes.detect.detector_scale``)."""
+    detect_long_side: Optional[int] = None
+    """If set, overrides the policy: the detector sees frames whose long side is this many pixels."""
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """MTCNN P/R/O-net thresholds."""
+    min_prob: float = 0.0
+    """Drop detections whose final probability is below this."""
+    detect_batch: int = 16
+    """Detector frames per forward pass (bounded memory: frames are detected as they stream by)."""
+    retry: bool = False
+    """If a video yields no face: retry at 2x detector resolution, then with looser thresholds (0.5, 0.5, 0.5)."""
+
+    # --- tracks ---------------------------------------------------------------------------------------------
+    min_frames: int = 64
+    """Tracks spanning fewer frames give no tube."""
+    max_frames: Optional[int] = None
+    """Long tracks are split (``long_tracks='split'``) or capped (``'cap'``) to at most this many frames."""
+    long_tracks: Literal["split", "cap"] = "split"
+    top_k: Optional[int] = None
+    """Keep only the K tracks with the highest mean detector probability (inference uses 5)."""
+    max_gap: int = 1
+    """Bridge up to this many consecutive missed detections inside a track."""
+
+    # --- crop / encode --------------------------------------------------------------------------------------
+    size: int = 256
+    """Output tubes are ``size x size`` pixels."""
+    margin: float = 0.0
+    """Extra context around the face, as a fraction of the face box side added on *each* side
+    (0.3 = the 1st-place +30%). 0 is the published tight union box."""
+    crop: CropMode = "static"
+    """``static``: one square over the union of the track's boxes (published). ``follow``: a fixed-size square
+    whose centre follows the face, smoothed over time."""
+    follow_sigma: float = 15.0
+    """``follow`` mode: Gaussian smoothing of the crop centre, in frames."""
+    crf: int = 23
+    pix_fmt: str = "yuv444p"
+    preset: str = "veryfast"
+    """x264 preset. Quality is fixed by ``crf``; the preset trades file size for speed."""
+
+    def __post_init__(self) -> None:
+        self.thresholds = tuple(float(t) for t in self.thresholds)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.detect_every < 1:
+            bad(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.first_frames is not None and self.first_frames < 1:
+            bad(f"first_frames must be >= 1, got {self.first_frames}")
+        if self.min_frames < 1:
+            bad(f"min_frames must be >= 1, got {self.min_frames}")
+        if self.max_frames is not None and self.max_frames < self.min_frames:
+            bad(f"max_frames ({self.max_frames}) must be >= min_frames ({self.min_frames})")
+        if self.long_tracks not in ("split", "cap"):
+            bad(f"long_tracks must be 'split' or 'cap', got {self.long_tracks!r}")
+        if self.size < 16 or self.size % 2:
+            bad(f"size must be an even number >= 16, got {self.size}")
+        if self.margin < 0 or self.margin > 2:
+            bad(f"margin must be in [0, 2], got {self.margin}")
+        if self.crop not in ("static", "follow"):
+            bad(f"crop must be 'static' or 'follow', got {self.crop!r}")
+        if not 0 <= self.crf <= 51:
+            bad(f"crf must be in [0, 51], got {self.crf}")
+        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
+            bad(f"thresholds must be three numbers in (0, 1), got {self.thresholds}")
+        if self.top_k is not None and self.top_k < 1:
+            bad(f"top_k must be >= 1, got {self.top_k}")
+        if self.detect_batch < 1:
+            bad(f"detect_batch must be >= 1, got {self.detect_batch}")
+        if self.min_face is not None and self.min_face <= 0:
+            bad(f"min_face must be > 0, got {self.min_face}")
+        if self.detect_long_side is not None and self.detect_long_side < 32:
+            bad(f"detect_long_side must be >= 32, got {self.detect_long_side}")
+
+    @classmethod
+    def for_inference(cls, **overrides) -> "ExtractConfig":
+        """The published inference settings: first 100 frames, detector long side 480, strict thresholds with
+        retries, top 5 tracks, any track length accepted."""
+        base = dict(
+            first_frames=100,
+            detect_long_side=480,
+            thresholds=(0.8, 0.8, 0.9),
+            retry=True,
+            top_k=5,
+            min_frames=1,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> "ExtractConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExtractConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown extraction setting(s): {', '.join(unknown)}")
+        return cls(**data)
