@@ -1,0 +1,197 @@
+"""The ``facetubes`` command.
+
+Sub-commands of this package: ``extract``, ``index``, ``preview``, ``sample``. Other installed packages add theirs
+(``predict``, ``evaluate`` from ``infer``) through the ``facetubes.commands`` entry-point group: each entry point is
+a function ``register(subparsers)`` that adds a parser and sets ``handler=fn(args) -> exit code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .config import ExtractConfig
+from .errors import ConfigError, FacetubesError, one_line
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
+    return ExtractConfig(
+        detect_every=a.detect_every, first_frames=a.first_frames, device=a.device, min_face=a.min_face,
+        detect_long_side=a.detect_long_side, thresholds=tuple(a.thresholds), min_frames=a.min_frames,
+        max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
+        crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
+        detect_batch=a.detect_batch,
+    )
+
+
+def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) -> None:
+    """Detection/track/crop options shared by ``extract`` and (through infer) ``predict``."""
+    d = defaults
+    g = p.add_argument_group("detection")
+    g.add_argument("--device", default=d.device, help="detector device: cpu, cuda, cuda:1 (default: %(default)s)")
+    g.add_argument("--detect-every", type=int, default=d.detect_every, metavar="N",
+                   help="detect faces on every N-th frame (default: %(default)s)")
+    g.add_argument("--first-frames", type=int, default=d.first_frames, metavar="N",
+                   help="read only the first N frames of each video (default: all)")
+    g.add_argument("--min-face", type=float, default=d.min_face, metavar="PX",
+                   help="smallest face in full-resolution pixels; sets the detector downscale "
+                        "(default: max(40, 5%% of the short side))")
+    g.add_argument("--detect-long-side", type=int, default=d.detect_long_side, metavar="PX",
+                   help="fixed detector resolution (long side), overrides --min-face")
+    g.add_argument("--thresholds", type=float, nargs=3, default=list(d.thresholds), metavar=("P", "R", "O"),
+                   help="MTCNN stage thresholds (default: %(default)s)")
+    g.add_argument("--detect-batch", type=int, default=d.detect_batch, help=argparse.SUPPRESS)
+    g = p.add_argument_group("tracks and tubes")
+    g.add_argument("--min-frames", type=int, default=d.min_frames,
+                   help="shortest tube in frames (default: %(default)s)")
+    g.add_argument("--max-frames", type=int, default=d.max_frames,
+                   help="longest tube; longer tracks are split or capped (default: no limit)")
+    g.add_argument("--long-tracks", choices=("split", "cap"), default=d.long_tracks,
+                   help="what --max-frames does to long tracks (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=d.top_k, help="keep the K most confident tracks per video")
+    g.add_argument("--size", type=int, default=d.size, help="tube side in pixels (default: %(default)s)")
+    g.add_argument("--margin", type=float, default=d.margin,
+                   help="context around the face, fraction of the face side per side (default: %(default)s)")
+    g.add_argument("--crop", choices=("static", "follow"), default=d.crop,
+                   help="static: one box for the whole tube (published); follow: a smoothed moving box")
+    g.add_argument("--follow-sigma", type=float, default=d.follow_sigma,
+                   help="smoothing of the follow crop, in frames (default: %(default)s)")
+    g.add_argument("--crf", type=int, default=d.crf, help="x264 quality, lower is better (default: %(default)s)")
+    g.add_argument("--pix-fmt", default=d.pix_fmt, help="tube pixel format (default: %(default)s)")
+    g.add_argument("--preset", default=d.preset, help="x264 speed preset (default: %(default)s)")
+
+
+def _cmd_extract(a: argparse.Namespace) -> int:
+    from .batch import extract_batch, parse_shard
+    from .manifest import load_labels
+
+    config = _config_from_args(a)
+    shard = parse_shard(a.shard) if a.shard else None
+    labels = load_labels(a.labels) if a.labels else None
+    summary = extract_batch(a.inputs, a.out, config, workers=a.workers, shard=shard, overwrite=a.overwrite,
+                            labels=labels, progress=not a.quiet)
+    if a.preview:
+        from .preview import batch_preview
+
+        png = batch_preview(a.out)
+        print(f"preview: {png}", file=sys.stderr)
+    print(summary.text(), file=sys.stderr)
+    return EXIT_FAILURES if summary.n_failed else EXIT_OK
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from .manifest import load_labels, rebuild_index
+
+    labels = load_labels(a.labels) if a.labels else None
+    if not Path(a.out).is_dir():
+        raise ConfigError(f"{a.out}: no such folder")
+    path, n = rebuild_index(a.out, labels)
+    print(f"{path}: {n} tubes", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_preview(a: argparse.Namespace) -> int:
+    from .preview import batch_preview, video_preview
+
+    target = Path(a.path)
+    if (target / "tubes.json").is_file():
+        png = video_preview(target, a.output)
+    elif target.is_dir():
+        png = batch_preview(target, a.output, max_videos=a.max_videos)
+    else:
+        raise ConfigError(f"{target}: expected a facetubes output folder or one video's folder")
+    print(png)
+    return EXIT_OK
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from .synthetic import make_video
+
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    make_video(out, a.scenario, width=a.width, height=a.height, n_frames=a.frames, seed=a.seed)
+    print(out)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facetubes", description="Face tubes for deepfake-video detection.")
+    parser.add_argument("--version", action="version", version=f"facetubes {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("extract", help="extract face tubes from videos (batch job)",
+                       description="Extract one MP4 per person track from each video. Resumable: videos with a "
+                                   "finished OUT/<name>/tubes.json are skipped.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (recursive) or .txt lists")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--workers", "-j", type=int, default=1, help="parallel worker processes (default: 1)")
+    p.add_argument("--shard", metavar="K/N", help="process only shard K of N (0 <= K < N), for job arrays")
+    p.add_argument("--labels", nargs="+", metavar="FILE",
+                   help="DFDC metadata.json, labels CSV (filename,label[,original][,split]) or folders with "
+                        "metadata.json; adds label/group/split to index.csv")
+    p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
+    p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_extraction_options(p, ExtractConfig())
+    p.set_defaults(handler=_cmd_extract)
+
+    p = sub.add_parser("index", help="rebuild OUT/index.csv from the tubes.json files (e.g. after sharded jobs)")
+    p.add_argument("out", help="output folder of `facetubes extract`")
+    p.add_argument("--labels", nargs="+", metavar="FILE", help="labels, as for extract")
+    p.set_defaults(handler=_cmd_index)
+
+    p = sub.add_parser("preview", help="PNG contact sheet of a video's tubes or of a whole output folder")
+    p.add_argument("path", help="OUT folder or OUT/<video> folder")
+    p.add_argument("--output", "-o", help="PNG path (default: inside the folder)")
+    p.add_argument("--max-videos", type=int, default=16)
+    p.set_defaults(handler=_cmd_preview)
+
+    p = sub.add_parser("sample", help="write a synthetic sample video with real face photos")
+    p.add_argument("output", help="MP4 path")
+    p.add_argument("--scenario", default="two", help="one, two, crossing, enter_leave, none (default: two)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_sample)
+
+    for ep in entry_points(group="facetubes.commands"):
+        try:
+            ep.load()(sub)
+        except Exception as e:  # a broken plugin must not take the whole command down
+            logging.getLogger(__name__).debug("cannot load sub-command %s: %s", ep.name, e)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if not getattr(a, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(a.handler(a) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished videos are kept, rerun to continue", file=sys.stderr)
+        return 130
+    except FacetubesError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # unexpected: still one line, with the hint to rerun verbosely
+        if a.verbose:
+            raise
+        print(f"error: {one_line(e)} (rerun with -v for details)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

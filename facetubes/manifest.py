@@ -1,0 +1,311 @@
+"""Manifests: per-video ``tubes.json``, the batch ``index.csv``, labels, and atomic file writes.
+
+``tubes.json`` is written last for a video, atomically, so its presence means "this video is finished".
+``index.csv`` is derived data: it can always be rebuilt from the ``tubes.json`` files (``facetubes index``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+from .errors import ConfigError, OutputError
+
+MANIFEST_NAME = "tubes.json"
+INDEX_NAME = "index.csv"
+ERRORS_NAME = "errors.jsonl"
+MANIFEST_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, on error it is removed.
+
+    The temporary name keeps ``suffix`` (e.g. ``.mp4``) so that tools choosing a format by extension still work.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix or path.suffix}", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot write here ({e.strerror or e})") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tubes.json
+
+
+def write_manifest(video_dir: str | os.PathLike, manifest: dict) -> Path:
+    """Write ``video_dir/tubes.json`` atomically and return its path."""
+    path = Path(video_dir) / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read a ``tubes.json`` (or the folder holding one). Raises ConfigError with a one-line reason."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(data, dict) or "tubes" not in data:
+        raise ConfigError(f"{path}: not a facetubes manifest (no 'tubes' list)")
+    return data
+
+
+def iter_manifests(out_dir: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
+    """Every finished video's manifest under a batch output folder (one level deep), sorted by folder name."""
+    out_dir = Path(out_dir)
+    for p in sorted(out_dir.glob(f"*/{MANIFEST_NAME}")):
+        try:
+            yield p, read_manifest(p)
+        except ConfigError:
+            continue
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# labels
+
+
+@dataclass(frozen=True)
+class Label:
+    """Ground truth for one video: ``label`` 1 = fake, 0 = real; ``group`` keeps a fake with its original."""
+
+    label: int
+    group: str
+    split: str = ""
+
+
+def _parse_label(value: object, where: str) -> int:
+    v = str(value).strip().lower()
+    if v in ("fake", "1", "1.0", "true"):
+        return 1
+    if v in ("real", "0", "0.0", "false"):
+        return 0
+    raise ConfigError(f"{where}: label {value!r} is neither FAKE/REAL nor 1/0")
+
+
+def _stem(name: str) -> str:
+    return Path(str(name).strip()).stem
+
+
+def _labels_from_dfdc(path: Path, data: dict) -> dict[str, Label]:
+    out: dict[str, Label] = {}
+    for name, meta in data.items():
+        if not isinstance(meta, dict) or "label" not in meta:
+            raise ConfigError(f"{path}: entry {name!r} has no 'label' (expected DFDC metadata.json)")
+        label = _parse_label(meta["label"], f"{path}: {name}")
+        original = meta.get("original")
+        group = _stem(original) if (label == 1 and original) else _stem(name)
+        out[_stem(name)] = Label(label, group, str(meta.get("split") or ""))
+    return out
+
+
+def _labels_from_csv(path: Path, text: str) -> dict[str, Label]:
+    reader = csv.DictReader(io.StringIO(text))
+    cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    name_col = next((cols[c] for c in ("filename", "video", "file", "name", "path") if c in cols), None)
+    if name_col is None or "label" not in cols:
+        raise ConfigError(f"{path}: a labels CSV needs a 'filename' (or 'video') column and a 'label' column")
+    group_col = next((cols[c] for c in ("group", "original") if c in cols), None)
+    split_col = cols.get("split")
+    out: dict[str, Label] = {}
+    for i, row in enumerate(reader, start=2):
+        name = (row.get(name_col) or "").strip()
+        if not name:
+            continue
+        label = _parse_label(row.get(cols["label"], ""), f"{path}:{i}")
+        group = _stem(row[group_col]) if group_col and (row.get(group_col) or "").strip() else _stem(name)
+        out[_stem(name)] = Label(label, group, (row.get(split_col) or "").strip() if split_col else "")
+    return out
+
+
+def load_labels(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Label]:
+    """Labels keyed by video stem, from DFDC ``metadata.json`` files, CSVs, or folders searched for
+    ``metadata.json`` (recursively). Several sources are merged; later ones win."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("metadata.json"))
+            if not found:
+                raise ConfigError(f"{p}: no metadata.json found in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: labels file not found")
+    labels: dict[str, Label] = {}
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{f}: cannot read labels ({e})") from None
+        if f.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{f}: invalid JSON ({e})") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{f}: expected a DFDC metadata.json object")
+            labels.update(_labels_from_dfdc(f, data))
+        else:
+            labels.update(_labels_from_csv(f, text))
+    if not labels:
+        raise ConfigError(f"{', '.join(map(str, files))}: no labels found")
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# index.csv
+
+
+@dataclass
+class TubeRecord:
+    """One row of ``index.csv``: one tube."""
+
+    tube: str
+    path: Path  # absolute when read; written relative to the index's folder
+    video: str
+    source: str
+    track: int
+    part: int
+    start_frame: int
+    stop_frame: int
+    n_frames: int
+    fps: float
+    size: int
+    mean_prob: float
+    label: Optional[int] = None
+    group: str = ""
+    split: str = ""
+    folder: str = ""
+
+
+INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TubeRecord))
+_INT_COLS = {"track", "part", "start_frame", "stop_frame", "n_frames", "size"}
+_FLOAT_COLS = {"fps", "mean_prob"}
+
+
+def records_from_manifest(manifest_path: Path, manifest: dict, labels: Optional[dict[str, Label]] = None,
+                          ) -> list[TubeRecord]:
+    """Index rows for every tube of one video manifest, labelled when ``labels`` knows the video."""
+    video_dir = manifest_path.parent
+    stem = manifest.get("video") or video_dir.name
+    source = str(manifest.get("source", ""))
+    lab = (labels or {}).get(stem)
+    rows = []
+    for t in manifest.get("tubes", []):
+        rows.append(TubeRecord(
+            tube=t["tube"], path=(video_dir / t["file"]).resolve(), video=stem, source=source,
+            track=int(t["track"]), part=int(t.get("part", 0)), start_frame=int(t["start_frame"]),
+            stop_frame=int(t["stop_frame"]), n_frames=int(t["n_frames"]), fps=float(manifest["fps"]),
+            size=int(manifest["config"]["size"]), mean_prob=float(t["mean_prob"]),
+            label=lab.label if lab else None, group=lab.group if lab else stem, split=lab.split if lab else "",
+            folder=Path(source).parent.name if source else "",
+        ))
+    return rows
+
+
+def write_index(path: str | os.PathLike, records: Iterable[TubeRecord]) -> Path:
+    """Write ``index.csv`` atomically; tube paths are stored relative to the index's folder when possible."""
+    path = Path(path)
+    base = path.parent.resolve()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        row = asdict(r)
+        p = Path(r.path)
+        try:
+            row["path"] = p.resolve().relative_to(base).as_posix()
+        except ValueError:
+            row["path"] = str(p)
+        row["label"] = "" if r.label is None else int(r.label)
+        row["fps"] = f"{r.fps:.6g}"
+        row["mean_prob"] = f"{r.mean_prob:.6f}"
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_index(path: str | os.PathLike) -> list[TubeRecord]:
+    """Read ``index.csv`` (or the folder holding one). Tube paths come back absolute."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such index (run `facetubes extract` first, or `facetubes index DIR`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable index ({e})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in ("tube", "path") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{path}: not a facetubes index (missing column(s): {', '.join(missing)})")
+    base = path.parent.resolve()
+    out: list[TubeRecord] = []
+    for i, row in enumerate(reader, start=2):
+        try:
+            kw: dict = {}
+            for name in INDEX_COLUMNS:
+                v = row.get(name)
+                v = "" if v is None else v.strip()
+                if name == "path":
+                    kw[name] = (base / v) if not Path(v).is_absolute() else Path(v)
+                elif name == "label":
+                    kw[name] = None if v == "" else _parse_label(v, f"{path}:{i}")
+                elif name in _INT_COLS:
+                    kw[name] = int(float(v)) if v else 0
+                elif name in _FLOAT_COLS:
+                    kw[name] = float(v) if v else 0.0
+                else:
+                    kw[name] = v
+        except ValueError as e:
+            raise ConfigError(f"{path}:{i}: bad value ({e})") from None
+        out.append(TubeRecord(**kw))
+    return out
+
+
+def rebuild_index(out_dir: str | os.PathLike, labels: Optional[dict[str, Label]] = None) -> tuple[Path, int]:
+    """(Re)write ``out_dir/index.csv`` from every finished video's ``tubes.json``. Returns (path, n_rows)."""
+    out_dir = Path(out_dir)
+    records: list[TubeRecord] = []
+    for mpath, manifest in iter_manifests(out_dir):
+        records.extend(records_from_manifest(mpath, manifest, labels))
+    return write_index(out_dir / INDEX_NAME, records), len(records)

@@ -1,0 +1,347 @@
+"""Face tubes from one video: detect -> tracks -> crop plans -> tubes (MP4 files or in-memory arrays).
+
+Two streaming passes over the video, so memory does not grow with its length:
+
+1. every ``detect_every``-th frame is converted (downscaled inside swscale) and detected in batches;
+2. after the tracks are known, the frames they cover are decoded once more, cropped and either encoded (one
+   writer per tube, all open at once) or collected into arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .config import ExtractConfig
+from .crops import CropPlan, crop_frame, plan_crops
+from .detect import Detector, detector_scale, make_detector, scaled_size, to_detections
+from .errors import OutputError, VideoError
+from .manifest import MANIFEST_NAME, MANIFEST_VERSION, write_manifest
+from .tracks import Detections, Track, build_tracks
+from .video import VideoInfo, VideoWriter, iter_frames, probe
+
+LOOSE_THRESHOLDS = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class Tube:
+    """One tube in memory: ``frames`` is ``(T, size, size, 3)`` uint8 RGB, frame ``i`` is source frame
+    ``plan.start + i``."""
+
+    track: Track
+    plan: CropPlan
+    frames: np.ndarray
+
+    @property
+    def mean_prob(self) -> float:
+        return self.track.mean_prob
+
+
+@dataclass
+class VideoTubes:
+    """The result of :func:`extract_tubes_in_memory`."""
+
+    info: VideoInfo
+    tubes: list[Tube]
+    detections: list[Detections]
+    tracks: list[Track] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Analysis:
+    info: VideoInfo
+    detections: list[Detections]
+    tracks: list[Track]
+    plans: list[tuple[Track, CropPlan]]
+    scale: float
+    thresholds: tuple[float, ...]
+    status: str
+    note: str
+    timings: dict
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pass 1: detection
+
+
+def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig, detector: Detector,
+                 *, scale: Optional[float] = None) -> tuple[list[Detections], float]:
+    """Run ``detector`` on every ``config.detect_every``-th frame (streaming, batched). Returns the detections in
+    full-resolution upright pixels and the scale used."""
+    if scale is None:
+        scale = detector_scale(info.width, info.height, min_face=config.min_face,
+                               detector_min_face=getattr(detector, "min_face_size", 20.0),
+                               long_side=config.detect_long_side)
+    size = scaled_size(info.width, info.height, scale)
+    # exact per-axis scale after rounding to even sizes
+    sx, sy = size[0] / info.width, size[1] / info.height
+    stop = config.first_frames
+    detections: list[Detections] = []
+    batch: list[np.ndarray] = []
+    batch_idx: list[int] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        results = detector.detect(np.stack(batch))
+        results = [(_rescale(b, sx, sy), p) for b, p in results]
+        detections.extend(to_detections(batch_idx, results, 1.0, config.min_prob))
+        batch.clear()
+        batch_idx.clear()
+
+    for idx, frame in iter_frames(path, stop=stop, step=config.detect_every, size=size):
+        batch.append(frame)
+        batch_idx.append(idx)
+        if len(batch) >= config.detect_batch:
+            flush()
+    flush()
+    return detections, scale
+
+
+def _rescale(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] /= sx
+    out[:, [1, 3]] /= sy
+    return out
+
+
+def analyse(path: str | os.PathLike, config: ExtractConfig, detector: Optional[Detector] = None,
+            info: Optional[VideoInfo] = None) -> _Analysis:
+    """Probe, detect (with the configured retries), build tracks and crop plans. No output is written."""
+    t0 = time.perf_counter()
+    info = info or probe(path)
+    n_frames = info.n_frames if config.first_frames is None else min(info.n_frames, config.first_frames)
+    timings: dict = {}
+    if n_frames < config.min_frames:
+        return _Analysis(info, [], [], [], 0.0, tuple(config.thresholds), "too_short",
+                         f"video has {n_frames} frames, fewer than min_frames={config.min_frames}", timings)
+    detector = detector or make_detector(config.device, config.thresholds)
+    if hasattr(detector, "thresholds"):
+        detector.thresholds = tuple(config.thresholds)  # type: ignore[attr-defined]
+    detections, scale = detect_video(path, info, config, detector)
+    thresholds = tuple(config.thresholds)
+    if config.retry and not any(len(d.boxes) for d in detections):
+        # published inference: retry at twice the resolution, then with looser thresholds
+        if scale < 1.0:
+            detections, scale = detect_video(path, info, config, detector, scale=min(1.0, 2 * scale))
+        if not any(len(d.boxes) for d in detections) and hasattr(detector, "thresholds"):
+            detector.thresholds = LOOSE_THRESHOLDS  # type: ignore[attr-defined]
+            thresholds = LOOSE_THRESHOLDS
+            try:
+                detections, scale = detect_video(path, info, config, detector, scale=scale)
+            finally:
+                detector.thresholds = tuple(config.thresholds)  # type: ignore[attr-defined]
+    timings["decode_detect_s"] = round(time.perf_counter() - t0, 4)
+
+    tracks = build_tracks(detections, frame_size=(info.width, info.height), n_frames=n_frames,
+                          detect_every=config.detect_every, max_gap=config.max_gap)
+    if config.top_k is not None:
+        tracks = sorted(tracks, key=lambda t: -t.mean_prob)[: config.top_k]
+        tracks.sort(key=lambda t: (t.start, t.id))
+    plans: list[tuple[Track, CropPlan]] = []
+    for tr in tracks:
+        for plan in plan_crops(tr, frame_size=(info.width, info.height), mode=config.crop, margin=config.margin,
+                               follow_sigma=config.follow_sigma, max_frames=config.max_frames,
+                               long_tracks=config.long_tracks):
+            if plan.stop - plan.start >= config.min_frames:
+                plans.append((tr, plan))
+    if plans:
+        status, note = "ok", ""
+    elif not any(len(d.boxes) for d in detections):
+        status, note = "no_face", "no face detected"
+    else:
+        status, note = "no_tube", f"faces found, but no track spans min_frames={config.min_frames} frames"
+    return _Analysis(info, detections, tracks, plans, scale, thresholds, status, note, timings)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pass 2: crop
+
+
+def crop_pass(path: str | os.PathLike, plans: Sequence[CropPlan], size: int,
+              sink: Callable[[int, int, np.ndarray], None]) -> list[int]:
+    """Decode the frames covered by ``plans`` once and call ``sink(plan_index, frame_index, crop)`` for every
+    plan active at that frame, in frame order. Returns the number of frames delivered per plan."""
+    counts = [0] * len(plans)
+    if not plans:
+        return counts
+    start = min(p.start for p in plans)
+    stop = max(p.stop for p in plans)
+    for idx, frame in iter_frames(path, start=start, stop=stop):
+        for k, p in enumerate(plans):
+            if p.start <= idx < p.stop:
+                sink(k, idx, crop_frame(frame, p.boxes[idx - p.start], size))
+                counts[k] += 1
+    return counts
+
+
+def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractConfig] = None, *,
+                            detector: Optional[Detector] = None) -> VideoTubes:
+    """Tubes of one video as arrays (no files): what inference needs. See :func:`extract_tubes`."""
+    config = config or ExtractConfig.for_inference()
+    a = analyse(path, config, detector)
+    t0 = time.perf_counter()
+    plans = [p for _, p in a.plans]
+    arrays = [np.zeros((p.stop - p.start, config.size, config.size, 3), np.uint8) for p in plans]
+
+    def sink(k: int, idx: int, crop: np.ndarray) -> None:
+        arrays[k][idx - plans[k].start] = crop
+
+    counts = crop_pass(path, plans, config.size, sink)
+    tubes = [Tube(tr, p, arr[:n]) for (tr, p), arr, n in zip(a.plans, arrays, counts) if n > 0]
+    a.timings["crop_s"] = round(time.perf_counter() - t0, 4)
+    return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings)
+
+
+def video_stem(path: str | os.PathLike) -> str:
+    return Path(path).stem
+
+
+def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: Optional[ExtractConfig] = None, *,
+                  detector: Optional[Detector] = None, stem: Optional[str] = None) -> dict:
+    """Extract the face tubes of one video into ``out_dir/<stem>/``: ``<stem>_t<k>.mp4`` per tube and
+    ``tubes.json``. Returns the manifest (also for videos with no face: zero tubes is a normal result).
+
+    The video's folder is assembled in a hidden temporary folder and renamed into place, so a killed job never
+    leaves a half-written tube; an existing folder for the video is replaced.
+    Raises :class:`VideoError` for unreadable input and :class:`OutputError` when ``out_dir`` is not writable.
+    """
+    config = config or ExtractConfig()
+    path = Path(path)
+    stem = stem or video_stem(path)
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    info = probe(path)  # fail on bad input before touching the output
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{stem}-", dir=out_dir))
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot write output ({e.strerror or e})") from None
+    try:
+        a = analyse(path, config, detector, info=info)
+        t0 = time.perf_counter()
+        plans = [p for _, p in a.plans]
+        names = [_tube_name(stem, p, a.plans) for p in plans]
+        written = _write_tubes(path, a.info, plans, names, work, config)
+        a.timings["crop_encode_s"] = round(time.perf_counter() - t0, 4)
+        a.timings["total_s"] = round(time.perf_counter() - t_start, 4)
+        manifest = _manifest(path, stem, a, names, written, config, detector)
+        write_manifest(work, manifest)
+        _install_dir(work, out_dir / stem)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _tube_name(stem: str, plan: CropPlan, plans: Sequence[tuple[Track, CropPlan]]) -> str:
+    split = sum(1 for _, p in plans if p.track_id == plan.track_id) > 1 or plan.part > 0
+    return f"{stem}_t{plan.track_id}" + (f"p{plan.part}" if split else "")
+
+
+def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: Sequence[str], work: Path,
+                 config: ExtractConfig) -> list[int]:
+    fps = getattr(info, "fps_fraction", None) or info.fps
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(VideoWriter(work / f"{n}.mp4", fps=fps, width=config.size,
+                                                   height=config.size, crf=config.crf, pix_fmt=config.pix_fmt,
+                                                   preset=config.preset)) for n in names]
+        counts = crop_pass(path, plans, config.size, lambda k, _i, crop: writers[k].write(crop))
+    return counts
+
+
+def _install_dir(work: Path, final: Path) -> None:
+    """Move the finished temporary folder into place, replacing an older result for the same video."""
+    old = None
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(final, old)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written: Sequence[int],
+              config: ExtractConfig, detector: Optional[Detector]) -> dict:
+    info = a.info
+    tubes = []
+    for (tr, plan), name, n in zip(a.plans, names, written):
+        sel = (tr.frames >= plan.start) & (tr.frames < plan.stop)
+        tubes.append({
+            "tube": name,
+            "file": f"{name}.mp4",
+            "track": int(plan.track_id),
+            "part": int(plan.part),
+            "start_frame": int(plan.start),
+            "stop_frame": int(plan.start + n),
+            "n_frames": int(n),
+            "mean_prob": round(float(tr.probs[sel].mean()) if sel.any() else tr.mean_prob, 6),
+            "crop_box": [int(v) for v in plan.boxes[0]],
+            "crop_boxes": _compress_boxes(plan.boxes),
+            "detections": {
+                "frames": [int(f) for f in tr.frames[sel]],
+                "boxes": [[round(float(v), 1) for v in b] for b in tr.boxes[sel]],
+                "probs": [round(float(p), 4) for p in tr.probs[sel]],
+            },
+        })
+    return {
+        "version": MANIFEST_VERSION,
+        "facetubes": __version__,
+        "video": stem,
+        "source": str(path),
+        "status": a.status,
+        "note": a.note,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "n_frames": info.n_frames,
+        "rotation": info.rotation,
+        "codec": info.codec,
+        "pix_fmt": info.pix_fmt,
+        "detector": {
+            "name": getattr(detector, "name", "mtcnn"),
+            "scale": round(a.scale, 5),
+            "thresholds": list(a.thresholds),
+            "n_sampled_frames": len(a.detections),
+            "n_boxes": int(sum(len(d.boxes) for d in a.detections)),
+        },
+        "config": config.to_dict(),
+        "n_tracks": len(a.tracks),
+        "tracks": [{"track": t.id, "start_frame": t.start, "stop_frame": t.stop, "n_detections": len(t.frames),
+                    "mean_prob": round(t.mean_prob, 6)} for t in a.tracks],
+        "tubes": tubes,
+        "timings": a.timings,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _compress_boxes(boxes: np.ndarray) -> list:
+    """Per-frame crop boxes as runs ``[n_frames, x1, y1, x2, y2]`` (a static crop is a single run)."""
+    runs: list = []
+    for b in boxes:
+        b = [int(v) for v in b]
+        if runs and runs[-1][1:] == b:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, *b])
+    return runs
+
+
+def is_done(out_dir: str | os.PathLike, stem: str) -> bool:
+    """True when ``out_dir/<stem>/tubes.json`` exists: the video was finished by an earlier run."""
+    return (Path(out_dir) / stem / MANIFEST_NAME).is_file()
+
+
+__all__ = ["Tube", "VideoTubes", "analyse", "crop_pass", "detect_video", "extract_tubes",
+           "extract_tubes_in_memory", "is_done", "video_stem", "VideoError"]
