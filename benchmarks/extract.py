@@ -1,0 +1,135 @@
+"""Extraction speed and memory against the decode floor, measured in the same run.
+
+For each synthetic 1920x1080, 300-frame, 30 fps video with two faces:
+- decode floor: PyAV decodes every frame (threaded), no conversion;
+- decode+convert: the pipeline's detection pass with a detector that finds nothing (decode + downscaled RGB);
+- full extraction (``extract_tubes``, default config) with its own timing split;
+and, in separate processes, the peak RSS of extraction for a 10 s and a 60 s video.
+
+    .venv/bin/python benchmarks/extract.py                      # CPU, 3 videos
+    .venv/bin/python benchmarks/extract.py --device cuda --videos 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facetubes import ExtractConfig  # noqa: E402
+from facetubes.pipeline import detect_video, extract_tubes  # noqa: E402
+from facetubes.video import probe  # noqa: E402
+
+
+class NullDetector:
+    """Finds nothing: isolates decoding and frame conversion from detection."""
+
+    name = "null"
+    min_face_size = 20.0
+
+    def detect(self, frames: np.ndarray):
+        return [(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)) for _ in frames]
+
+
+def decode_floor(path: Path) -> float:
+    import av
+
+    t0 = time.perf_counter()
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            pass
+    return time.perf_counter() - t0
+
+
+def make_inputs(folder: Path, n: int, n_frames: int, width: int, height: int) -> list[Path]:
+    from facetubes.synthetic import make_video
+
+    paths = []
+    for i in range(n):
+        p = folder / f"bench_{width}x{height}_{n_frames}_{i}.mp4"
+        if not p.exists():
+            make_video(p, "two", width=width, height=height, n_frames=n_frames, fps=30, seed=i, crf=23)
+        paths.append(p)
+    return paths
+
+
+def peak_rss_mb(video: Path, out: Path, device: str) -> float:
+    """Peak RSS of a fresh process extracting one video (MiB)."""
+    code = (
+        "import sys, resource; sys.path.insert(0, %r)\n"
+        "from facetubes import ExtractConfig\nfrom facetubes.pipeline import extract_tubes\n"
+        "extract_tubes(%r, %r, ExtractConfig(device=%r))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    ) % (str(ROOT), str(video), str(out), device)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work", default=None, help="folder for the generated inputs (kept between runs)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the 10 s vs 60 s RSS measurement")
+    ap.add_argument("--json", help="also write the figures here")
+    a = ap.parse_args()
+
+    work = Path(a.work or tempfile.gettempdir()) / "facetubes-bench"
+    work.mkdir(parents=True, exist_ok=True)
+    videos = make_inputs(work, a.videos, 300, 1920, 1080)
+    cfg = ExtractConfig(device=a.device)
+    from facetubes.detect import make_detector
+
+    detector = make_detector(a.device)
+    rows = []
+    for v in videos:
+        info = probe(v)
+        floor = decode_floor(v)
+        t0 = time.perf_counter()
+        detect_video(v, info, cfg, NullDetector())
+        conv = time.perf_counter() - t0
+        out = work / "out"
+        t0 = time.perf_counter()
+        m = extract_tubes(v, out, cfg, detector=detector)
+        total = time.perf_counter() - t0
+        t = m["timings"]
+        rows.append(dict(video=v.name, floor=floor, decode_convert=conv, total=total,
+                         decode_detect=t["decode_detect_s"], crop_encode=t["crop_encode_s"],
+                         tubes=len(m["tubes"]), scale=m["detector"]["scale"]))
+    med = {k: float(np.median([r[k] for r in rows])) for k in ("floor", "decode_convert", "total", "decode_detect",
+                                                               "crop_encode")}
+    detect_only = med["decode_detect"] - med["decode_convert"]
+    print(f"device={a.device}  videos={len(rows)} (1920x1080, 300 frames, 30 fps, 2 faces)")
+    print("| video | tubes | decode floor s | extract s | ratio | pass 1 (decode+detect) s | pass 2 (decode+crop+encode) s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['video']} | {r['tubes']} | {r['floor']:.2f} | {r['total']:.2f} | {r['total'] / r['floor']:.2f}x "
+              f"| {r['decode_detect']:.2f} | {r['crop_encode']:.2f} |")
+    print(f"\nmedian: floor {med['floor']:.2f} s, extract {med['total']:.2f} s = "
+          f"{med['total'] / med['floor']:.2f}x the decode floor")
+    print(f"where the time goes (median): decode+downscale pass {med['decode_convert']:.2f} s, "
+          f"detection {detect_only:.2f} s, second decode+crop+encode {med['crop_encode']:.2f} s")
+    result = {"device": a.device, "rows": rows, "median": med, "detect_only": detect_only}
+    if not a.no_memory:
+        short = videos[0]
+        long_v = make_inputs(work, 1, 1800, 1920, 1080)[0]
+        rss = {"10s": peak_rss_mb(short, work / "rss", a.device), "60s": peak_rss_mb(long_v, work / "rss", a.device)}
+        print(f"peak RSS: 10 s video {rss['10s']:.0f} MiB, 60 s video {rss['60s']:.0f} MiB")
+        result["peak_rss_mib"] = rss
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
