@@ -42,7 +42,7 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
                    help="read only the first N frames of each video (default: all)")
     g.add_argument("--min-face", type=float, default=d.min_face, metavar="PX",
                    help="smallest face in full-resolution pixels; sets the detector downscale "
-                        "(default: max(40, 5%% of the short side))")
+                        "(default: max(40, 7.5%% of the short side))")
     g.add_argument("--detect-long-side", type=int, default=d.detect_long_side, metavar="PX",
                    help="fixed detector resolution (long side), overrides --min-face")
     g.add_argument("--thresholds", type=float, nargs=3, default=list(d.thresholds), metavar=("P", "R", "O"),

@@ -28,15 +28,16 @@ class ExtractConfig:
     """Torch device for the detector: ``cpu``, ``cuda``, ``cuda:1``..."""
     min_face: Optional[float] = None
     """Smallest face to find, in pixels of the full-resolution upright frame. None: the resolution policy
-    (``max(40, 0.05 * short side)``, see ``facetubes.detect.detector_scale``)."""
+    (``max(40, 0.075 * short side)``, see ``facetubes.detect.detector_scale``)."""
     detect_long_side: Optional[int] = None
     """If set, overrides the policy: the detector sees frames whose long side is this many pixels."""
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     """MTCNN P/R/O-net thresholds."""
     min_prob: float = 0.0
     """Drop detections whose final probability is below this."""
-    detect_batch: int = 16
-    """Detector frames per forward pass (bounded memory: frames are detected as they stream by)."""
+    detect_batch: Optional[int] = None
+    """Detector frames per forward pass (frames are detected as they stream by, so memory stays bounded).
+    None: 1 on CPU (batching is slower there, measured), 16 on CUDA."""
     retry: bool = False
     """If a video yields no face: retry at 2x detector resolution, then with looser thresholds (0.5, 0.5, 0.5)."""
 
@@ -97,7 +98,7 @@ class ExtractConfig:
             bad(f"thresholds must be three numbers in (0, 1), got {self.thresholds}")
         if self.top_k is not None and self.top_k < 1:
             bad(f"top_k must be >= 1, got {self.top_k}")
-        if self.detect_batch < 1:
+        if self.detect_batch is not None and self.detect_batch < 1:
             bad(f"detect_batch must be >= 1, got {self.detect_batch}")
         if self.min_face is not None and self.min_face <= 0:
             bad(f"min_face must be > 0, got {self.min_face}")

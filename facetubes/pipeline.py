@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import os
 import shutil
 import tempfile
@@ -87,6 +88,7 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     # exact per-axis scale after rounding to even sizes
     sx, sy = size[0] / info.width, size[1] / info.height
     stop = config.first_frames
+    batch_size = config.detect_batch or (16 if str(config.device).startswith("cuda") else 1)
     detections: list[Detections] = []
     batch: list[np.ndarray] = []
     batch_idx: list[int] = []
@@ -103,7 +105,7 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     for idx, frame in iter_frames(path, stop=stop, step=config.detect_every, size=size):
         batch.append(frame)
         batch_idx.append(idx)
-        if len(batch) >= config.detect_batch:
+        if len(batch) >= batch_size:
             flush()
     flush()
     return detections, scale
@@ -225,6 +227,7 @@ def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: O
     info = probe(path)  # fail on bad input before touching the output
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale(out_dir, stem)
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{stem}-", dir=out_dir))
     except OSError as e:
         raise OutputError(f"{out_dir}: cannot write output ({e.strerror or e})") from None
@@ -243,6 +246,13 @@ def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: O
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def _remove_stale(out_dir: Path, stem: str) -> None:
+    """Remove what a killed earlier attempt at this video left behind (hidden, never a finished result)."""
+    for pattern in (f".tmp-{glob.escape(stem)}-" + "?" * 8, f".old-{glob.escape(stem)}-*-*"):
+        for p in out_dir.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _tube_name(stem: str, plan: CropPlan, plans: Sequence[tuple[Track, CropPlan]]) -> str:

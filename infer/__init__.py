@@ -1,1 +1,33 @@
-"""infer."""
+"""infer: ensemble inference and evaluation for face-tube deepfake detectors.
+
+Library entry points::
+
+    from infer import load_spec, load_members, EnsemblePredictor
+    spec = load_spec("ensemble.yaml")
+    predictor = EnsemblePredictor(load_members(spec, device="cuda"), device="cuda")
+    result = predictor.predict([tube.frames for tube in facetubes.extract_tubes_in_memory("video.mp4").tubes])
+
+Command line: ``facetubes predict`` and ``facetubes evaluate`` (see docs/infer.md).
+"""
+
+from .aggregate import clip_probability, combine_members, fake_probability, tube_probability, video_probability
+from .engine import EnsemblePredictor, Member, VideoPrediction
+from .metrics import average_precision, binary_metrics, equal_error_rate, log_loss, roc_auc, roc_curve
+from .spec import EnsembleSpec, MemberSpec, load_spec, parse_spec
+
+
+def __getattr__(name: str):
+    # models3d is only imported when members are actually loaded
+    if name == "load_members":
+        from .members import load_members
+
+        return load_members
+    raise AttributeError(f"module 'infer' has no attribute {name!r}")
+
+
+__all__ = [
+    "EnsemblePredictor", "Member", "VideoPrediction", "EnsembleSpec", "MemberSpec", "load_spec", "parse_spec",
+    "load_members", "clip_probability", "combine_members", "fake_probability", "tube_probability",
+    "video_probability", "average_precision", "binary_metrics", "equal_error_rate", "log_loss", "roc_auc",
+    "roc_curve",
+]

@@ -1,0 +1,733 @@
+"""Video I/O on PyAV: probe, streaming decode, exact random access and atomic H.264 writing.
+
+Conventions (see docs/ARCHITECTURE.md):
+
+* Frame indices count decoded frames in presentation order from 0.
+* Frames come out **upright**: the display-matrix rotation that phones store in the container is applied.
+  ``rotation`` is always the clockwise angle (0/90/180/270) that turns stored pixels into upright ones.
+* Every problem with a file becomes a :class:`~facetubes.errors.VideoError` (or ``OutputError`` when writing)
+  whose one-line message names the file and the reason; no PyAV exception escapes.
+
+Decoding is streaming (memory does not grow with video length) and threaded. Only frames that are asked for
+are converted to RGB, and downscaling happens inside swscale during that conversion.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import av
+import av.error
+import numpy as np
+
+from .errors import OutputError, VideoError
+
+PathLike = Union[str, "os.PathLike[str]"]
+FpsLike = Union[int, float, Fraction, str]
+
+__all__ = [
+    "VideoInfo",
+    "probe",
+    "iter_frames",
+    "iter_av_frames",
+    "read_frames",
+    "rotate_array",
+    "upright_to_stored_boxes",
+    "as_fraction",
+    "VideoWriter",
+    "write_video",
+    "OUTPUT_FORMATS",
+]
+
+OUTPUT_FORMATS = ("rgb24", "bgr24", "gray")
+"""Pixel formats :func:`iter_frames` / :func:`read_frames` can return (``gray`` gives ``(H, W)`` arrays)."""
+
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"styp"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# probe
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` knows about a video. ``width``/``height`` are the **upright** size."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    fps_fraction: Fraction
+    n_frames: int
+    """Frame count from the container, else ``round(duration * fps)`` (then ``n_frames_estimated`` is True)."""
+    rotation: int
+    """Clockwise degrees (0/90/180/270) applied to stored frames to make them upright."""
+    codec: str
+    pix_fmt: str
+    duration: float
+    """Seconds."""
+    n_frames_estimated: bool = False
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the frames as stored in the file (before rotation)."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``fps_fraction`` as ``"30000/1001"``)."""
+        d = asdict(self)
+        d["fps_fraction"] = f"{self.fps_fraction.numerator}/{self.fps_fraction.denominator}"
+        return d
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Open ``path``, decode its first frame and describe the video.
+
+    Decoding one frame proves the file is decodable and reveals the rotation tag (FFmpeg attaches the display
+    matrix to decoded frames). Raises :class:`VideoError` for missing, empty, truncated, non-video or
+    undecodable files.
+    """
+    with _Source(path, threads=1) as src:
+        first = next(src.frames(0), None)
+        if first is None:
+            raise VideoError(f"{src.path}: cannot decode: no video frame could be decoded")
+        frame = first[1]
+        rotation = src.rotation(frame)
+        stream, container = src.stream, src.container
+        fps_fraction = _stream_rate(stream)
+        if fps_fraction is None:
+            raise VideoError(f"{src.path}: unknown frame rate")
+        duration = 0.0
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        n_frames, estimated = int(stream.frames or 0), False
+        if n_frames <= 0:
+            n_frames, estimated = max(1, round(duration * float(fps_fraction))), True
+        if duration <= 0:
+            duration = n_frames / float(fps_fraction)
+        w, h = frame.width, frame.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(
+            path=str(path),
+            width=w,
+            height=h,
+            fps=float(fps_fraction),
+            fps_fraction=fps_fraction,
+            n_frames=n_frames,
+            rotation=rotation,
+            codec=stream.codec_context.name,
+            pix_fmt=stream.codec_context.pix_fmt or frame.format.name,
+            duration=duration,
+            n_frames_estimated=estimated,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------------------------------------------
+
+
+def iter_av_frames(
+    path: PathLike, *, start: int = 0, stop: Optional[int] = None, step: int = 1, threads: int = 0
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(index, av.VideoFrame)`` for frames with ``start <= index < stop`` and ``index % step == 0``.
+
+    Frames are **as stored** (not rotated, native pixel format, e.g. ``yuv420p`` or ``yuv420p10le``): for
+    callers that crop planes themselves. Use ``probe(path).rotation`` with :func:`rotate_array` /
+    :func:`upright_to_stored_boxes` to map between stored and upright coordinates. A frame stays valid after
+    the generator moves on. ``threads=0`` lets FFmpeg choose the number of decoding threads.
+    """
+    _check_range(start, stop, step)
+    with _Source(path, threads=threads) as src:
+        yield from _select(src.frames(start), start, stop, step)
+
+
+def iter_frames(
+    path: PathLike,
+    *,
+    start: int = 0,
+    stop: Optional[int] = None,
+    step: int = 1,
+    size: Optional[tuple[int, int]] = None,
+    format: str = "rgb24",
+    threads: int = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream upright frames as ``(index, array)``; arrays are ``(H, W, 3)`` uint8 (``(H, W)`` for ``gray``).
+
+    Only frames with ``start <= index < stop`` and ``index % step == 0`` are converted (note: ``step`` selects
+    on the absolute index, so ``start=5, step=10`` yields 10, 20, ...). ``size=(width, height)`` is the upright
+    output size; the downscale happens inside swscale during the colour conversion. A positive ``start`` seeks
+    to the last keyframe before it when the container allows exact frame numbering (MP4/MOV), otherwise it
+    decodes from the beginning; the frames are identical either way.
+    """
+    _check_range(start, stop, step)
+    _check_output(size, format)
+    with _Source(path, threads=threads) as src:
+        rotation: Optional[int] = None
+        for index, frame in _select(src.frames(start), start, stop, step):
+            if rotation is None:
+                rotation = src.rotation(frame)
+            yield index, _to_array(frame, rotation, size, format)
+
+
+def read_frames(
+    path: PathLike,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    size: Optional[tuple[int, int]] = None,
+    format: str = "rgb24",
+    threads: int = 0,
+) -> np.ndarray:
+    """Return the frames at ``indices`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8, in that order.
+
+    Seeks to the keyframe before ``min(indices)`` when that saves work, decodes up to ``max(indices)`` and
+    converts only the requested frames. The frame for index ``i`` is exactly what :func:`iter_frames` yields
+    for ``i``. An index past the end raises :class:`VideoError`.
+    """
+    _check_output(size, format)
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"indices must be a 1-D sequence of ints, got shape {idx.shape} dtype {idx.dtype}")
+    if idx.size and idx.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(idx.min())}")
+    if idx.size == 0:
+        info = probe(path)
+        w, h = size or (info.width, info.height)
+        return np.empty((0, h, w) + ((3,) if format != "gray" else ()), np.uint8)
+    wanted = {int(i) for i in idx}
+    lo, hi = int(idx.min()), int(idx.max())
+    got: dict[int, np.ndarray] = {}
+    with _Source(path, threads=threads) as src:
+        rotation: Optional[int] = None
+        last = -1
+        for index, frame in src.frames(lo):
+            last = index
+            if index > hi:
+                break
+            if index in wanted:
+                if rotation is None:
+                    rotation = src.rotation(frame)
+                got[index] = _to_array(frame, rotation, size, format)
+                if len(got) == len(wanted):
+                    break
+    if len(got) < len(wanted):
+        missing = min(wanted - got.keys())
+        raise VideoError(f"{path}: frame {missing} out of range (the video has {last + 1} frames)")
+    sample = got[lo]
+    out = np.empty((idx.size,) + sample.shape, sample.dtype)
+    for k, i in enumerate(idx.tolist()):
+        out[k] = got[i]
+    return out
+
+
+def rotate_array(arr: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate an ``(H, W[, C])`` array clockwise by ``rotation`` degrees (0/90/180/270); returns a contiguous copy
+    (or ``arr`` itself for 0)."""
+    rotation = _norm_rotation(rotation)
+    if rotation == 0:
+        return arr
+    return np.ascontiguousarray(np.rot90(arr, k=-(rotation // 90), axes=(0, 1)))
+
+
+def upright_to_stored_boxes(boxes: np.ndarray, rotation: int, upright_size: tuple[int, int]) -> np.ndarray:
+    """Map ``(k, 4)`` ``x1, y1, x2, y2`` boxes from upright pixels to stored-frame pixels.
+
+    ``upright_size`` is ``(width, height)`` of the upright frame (``VideoInfo.width, VideoInfo.height``).
+    Cropping a stored frame with the result and then :func:`rotate_array` gives the upright crop.
+    """
+    rotation = _norm_rotation(rotation)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = b.T
+    w, h = upright_size
+    if rotation == 0:
+        out = b.copy()
+    elif rotation == 90:  # stored = upright rotated counter-clockwise: (x, y) -> (y, w - x)
+        out = np.stack([y1, w - x2, y2, w - x1], axis=1)
+    elif rotation == 180:
+        out = np.stack([w - x2, h - y2, w - x1, h - y1], axis=1)
+    else:  # 270: stored = upright rotated clockwise: (x, y) -> (h - y, x)
+        out = np.stack([h - y2, x1, h - y1, x2], axis=1)
+    dtype = np.asarray(boxes).dtype
+    return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def as_fraction(fps: FpsLike) -> Fraction:
+    """Exact frame rate: ``Fraction`` kept, ``"30000/1001"`` parsed, NTSC floats (29.97, 23.976, 59.94...)
+    snapped to ``N*1000/1001``, other floats rounded to a denominator <= 1001."""
+    if isinstance(fps, Fraction):
+        f = fps
+    elif isinstance(fps, str):
+        try:
+            f = Fraction(fps.strip())
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"cannot parse frame rate {fps!r}") from None
+    elif isinstance(fps, (int, np.integer)):
+        f = Fraction(int(fps))
+    else:
+        x = float(fps)
+        if not np.isfinite(x):
+            raise ValueError(f"frame rate must be finite, got {fps!r}")
+        ntsc = round(x * 1.001)
+        if abs(x - round(x)) < 1e-6:
+            f = Fraction(round(x))
+        elif ntsc > 0 and abs(x * 1.001 - ntsc) < 2e-3:
+            f = Fraction(ntsc * 1000, 1001)
+        else:
+            f = Fraction(x).limit_denominator(1001)
+    if f <= 0 or f > 1000:
+        raise ValueError(f"frame rate must be in (0, 1000], got {fps!r}")
+    return f
+
+
+class VideoWriter:
+    """Atomic H.264 (MP4) writer; a context manager.
+
+    Frames go to ``<stem>.tmp<random><suffix>`` in the destination folder; :meth:`close` (or leaving the
+    ``with`` block normally) renames it onto ``path``; an exception in the block or :meth:`abort` deletes it.
+    The stream's frame rate is exactly ``fps`` (pass ``VideoInfo.fps_fraction`` to keep 29.97 as 30000/1001).
+
+    ``gop``: keyframe interval (None: the encoder's default, 250 for x264); shorter makes :func:`read_frames`
+    seek closer to any frame. ``rotation``: clockwise degrees a player must apply to show the frames upright
+    (written as a display-matrix tag). ``time_base`` + ``write(..., pts=)``: explicit timestamps for variable
+    frame rate output. ``threads``: encoder threads (0 = encoder's choice).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        fps: FpsLike,
+        width: int,
+        height: int,
+        crf: int = 23,
+        pix_fmt: str = "yuv420p",
+        preset: str = "veryfast",
+        codec: str = "libx264",
+        gop: Optional[int] = None,
+        rotation: int = 0,
+        threads: int = 0,
+        time_base: Optional[Fraction] = None,
+        options: Optional[dict[str, str]] = None,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.frames_written = 0
+        self._closed = False
+        self._container: Any = None
+        try:
+            self.fps = as_fraction(fps)
+        except ValueError as exc:
+            raise VideoError(f"{self.path}: {exc}") from None
+        self._check_settings(codec, pix_fmt, crf, rotation, gop)
+        self.rotation: int = _norm_rotation(rotation)
+        self._time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
+        self._frame_ticks = (1 / self.fps) / self._time_base
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{self.path}: output folder {self.path.parent} does not exist")
+        suffix = self.path.suffix or ".mp4"
+        self.tmp_path = self.path.with_name(f"{self.path.stem}.tmp{secrets.token_hex(4)}{suffix}")
+        try:
+            self._container = av.open(str(self.tmp_path), "w", format=None if self.path.suffix else "mp4")
+            stream = self._container.add_stream(codec, rate=self.fps)
+            stream.width, stream.height, stream.pix_fmt = self.width, self.height, pix_fmt
+            stream.codec_context.time_base = self._time_base
+            stream.codec_context.thread_count = threads
+            if gop:
+                stream.codec_context.gop_size = int(gop)
+            opts = {"crf": str(crf), "preset": preset} if codec.startswith("libx26") else {}
+            opts.update(options or {})
+            stream.options = opts
+            if self.rotation:
+                stream.set_display_rotation(-self.rotation)
+            self._stream = stream
+        except OSError as exc:
+            self._discard()
+            raise OutputError(f"{self.path}: cannot write: {_av_message(exc)}") from exc
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._discard()
+            raise VideoError(f"{self.path}: cannot set up {codec} encoder: {_av_message(exc)}") from exc
+
+    def _check_settings(self, codec: str, pix_fmt: str, crf: int, rotation: int, gop: Optional[int]) -> None:
+        where = f"{self.path}:"
+        try:
+            enc = av.codec.Codec(codec, "w")
+        except Exception:
+            raise VideoError(f"{where} encoder {codec!r} is not available in this PyAV/FFmpeg build") from None
+        supported = {f.name for f in (enc.video_formats or ())}
+        if supported and pix_fmt not in supported:
+            raise VideoError(f"{where} {codec} cannot encode pix_fmt {pix_fmt!r} (supported: {sorted(supported)})")
+        if self.width < 2 or self.height < 2:
+            raise VideoError(f"{where} frame size {self.width}x{self.height} is too small")
+        fmt = av.VideoFormat(pix_fmt)
+        odd_w = self.width % 2 and fmt.chroma_width(2) < 2
+        odd_h = self.height % 2 and fmt.chroma_height(2) < 2
+        if odd_w or odd_h:
+            raise VideoError(
+                f"{where} {pix_fmt} needs an even {'width' if odd_w else 'height'}, got {self.width}x{self.height}"
+                " (use an even size or pix_fmt='yuv444p')"
+            )
+        if not -12 <= int(crf) <= 63:
+            raise VideoError(f"{where} crf must be in [0, 51], got {crf}")
+        if _norm_rotation(rotation, strict=False) is None:
+            raise VideoError(f"{where} rotation must be 0, 90, 180 or 270, got {rotation}")
+        if gop is not None and int(gop) < 1:
+            raise VideoError(f"{where} gop must be >= 1, got {gop}")
+
+    def write(self, frame_rgb: np.ndarray, *, pts: Optional[int] = None) -> None:
+        """Append one ``(height, width, 3)`` uint8 RGB frame."""
+        arr = np.asarray(frame_rgb)
+        if arr.dtype != np.uint8 or arr.shape != (self.height, self.width, 3):
+            raise ValueError(
+                f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {arr.shape} {arr.dtype}"
+            )
+        self.write_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24"), pts=pts)
+
+    def write_frame(self, frame: av.VideoFrame, *, pts: Optional[int] = None) -> None:
+        """Append an ``av.VideoFrame`` of the writer's size (any pixel format; converted if needed).
+
+        ``pts`` in units of ``time_base`` (default: frame number / fps)."""
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(f"expected a {self.width}x{self.height} frame, got {frame.width}x{frame.height}")
+        frame.pts = int(pts) if pts is not None else round(self.frames_written * self._frame_ticks)
+        frame.time_base = self._time_base
+        self._run(lambda: [self._container.mux(p) for p in self._stream.encode(frame)], "encode")
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and move it onto ``path``."""
+        if self._closed:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise VideoError(f"{self.path}: no frames were written")
+        self._run(lambda: [self._container.mux(p) for p in self._stream.encode(None)], "finish")
+        self._run(self._container.close, "finish")
+        self._closed = True
+        try:
+            os.replace(self.tmp_path, self.path)
+        except OSError as exc:
+            self._discard()
+            raise OutputError(f"{self.path}: cannot move finished file into place: {exc.strerror}") from exc
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; ``path`` is left untouched."""
+        self._closed = True
+        self._discard()
+
+    def _run(self, fn: Any, what: str) -> None:
+        try:
+            fn()
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot write ({what}): {_av_message(exc)}") from exc
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise VideoError(f"{self.path}: cannot {what} video: {_av_message(exc)}") from exc
+
+    def _discard(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # the file is deleted next; a failing close changes nothing
+                pass
+        tmp = getattr(self, "tmp_path", None)
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.abort()
+
+
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: FpsLike, **kwargs: Any) -> int:
+    """Write RGB uint8 frames to an H.264 MP4 atomically; size taken from the first frame. Returns the count.
+
+    Keyword arguments go to :class:`VideoWriter` (``crf``, ``pix_fmt``, ``preset``, ``gop``, ``rotation``...).
+    """
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise VideoError(f"{path}: no frames to write")
+    h, w = np.asarray(first).shape[:2]
+    with VideoWriter(path, fps=fps, width=w, height=h, **kwargs) as writer:
+        writer.write(first)
+        for frame in it:
+            writer.write(frame)
+        count = writer.frames_written
+    return count
+
+
+# --------------------------------------------------------------------------------------------------------------
+# internals
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Source:
+    """An open input container with its video stream; yields ``(index, frame)`` from any starting index."""
+
+    def __init__(self, path: PathLike, *, threads: int) -> None:
+        self.path = str(path)
+        self.threads = threads
+        self._entries: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._moved = False  # True once the container was seeked away from the start
+        p = Path(path)
+        if not p.exists():
+            raise VideoError(f"{self.path}: not found")
+        if p.is_dir():
+            raise VideoError(f"{self.path}: is a directory, not a video file")
+        try:
+            size = p.stat().st_size
+        except OSError as exc:
+            raise VideoError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if size == 0:
+            raise VideoError(f"{self.path}: empty file")
+        problem = _mp4_truncation(p, size)
+        if problem:
+            raise VideoError(f"{self.path}: {problem}")
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.container = av.open(self.path, "r")
+        except PermissionError:
+            raise VideoError(f"{self.path}: permission denied") from None
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoError(f"{self.path}: not a video file or unsupported format ({_av_message(exc)})") from None
+        streams = [s for s in self.container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+        if not streams:
+            kinds = sorted({s.type for s in self.container.streams})
+            self.container.close()
+            found = f" (found: {', '.join(kinds)})" if kinds else ""
+            raise VideoError(f"{self.path}: no video stream{found}")
+        self.stream = streams[0]
+        if self.stream.codec_context is None:
+            self.container.close()
+            raise VideoError(f"{self.path}: cannot decode: no decoder for this video codec")
+        self.stream.thread_type = "AUTO"
+        self.stream.thread_count = self.threads
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "_Source":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def rotation(self, frame: av.VideoFrame) -> int:
+        """Clockwise upright rotation from the frame's display matrix (else a legacy ``rotate`` tag)."""
+        ccw = getattr(frame, "rotation", 0) or 0
+        if ccw:
+            return _norm_rotation(-ccw, strict=False) or 0
+        tag = self.stream.metadata.get("rotate")
+        try:
+            return _norm_rotation(int(float(tag)), strict=False) or 0 if tag else 0
+        except ValueError:
+            return 0
+
+    def frames(self, first: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """All frames from index ``first`` on (possibly a few before it), numbered exactly."""
+        plan = self._seek_plan(first) if first > 0 else None
+        if plan is None and self._moved:
+            self._reopen()
+        if plan is not None:
+            position, timestamp, key_pts = plan
+            self.container.seek(timestamp, stream=self.stream, backward=True, any_frame=False)
+            it = self._decode(position)
+            head = next(it, None)
+            if head is not None and head[1].pts == key_pts:
+                yield head
+                yield from it
+                return
+            it.close()  # the decoder did not restart where the index said: decode from the top instead
+            self._reopen()
+        yield from self._decode(0)
+
+    def _reopen(self) -> None:
+        self.container.close()
+        self._open()
+        self._moved = False
+
+    def _decode(self, index: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        try:
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():
+                    yield index, frame
+                    index += 1
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{self.path}: cannot decode frame {index}: {_av_message(exc)}") from exc
+
+    def _seek_plan(self, first: int) -> Optional[tuple[int, int, int]]:
+        """``(position, seek_timestamp, key_pts)`` for a keyframe at or before frame ``first`` (not frame 0) when
+        seeking there keeps frame numbers exact; else None (decode from the start).
+
+        In MP4/MOV the index lists every sample in decode order. A keyframe's position in that list equals its
+        presentation index when no later sample is shown before it (closed GOP): checked by demuxing its GOP.
+        """
+        entries = self._index()
+        if entries is None:
+            return None
+        dts, keys = entries
+        candidates = np.flatnonzero(keys[: min(first, len(keys) - 1) + 1])
+        if candidates.size == 0 or candidates[-1] == 0:
+            return None
+        self._moved = True
+        try:
+            head = next(iter(self.container.demux(self.stream)), None)
+            if head is None or head.pts is None or head.dts is None:
+                return None
+            # FFmpeg's MP4 demuxer seeks on presentation time: aim at the keyframe's pts (dts + the stream's lag)
+            seek_ts = int(dts[candidates[-1]]) + (head.pts - head.dts)
+            self.container.seek(seek_ts, stream=self.stream, backward=True, any_frame=False)
+            key_pts: Optional[int] = None
+            position = 0
+            for n, packet in enumerate(self.container.demux(self.stream)):
+                if packet.size == 0:
+                    break  # end of the stream
+                if packet.pts is None or packet.dts is None:
+                    return None
+                if key_pts is None:
+                    position = int(np.searchsorted(dts, packet.dts))
+                    ok = position < len(dts) and dts[position] == packet.dts and keys[position]
+                    if not (ok and packet.is_keyframe and 0 < position <= first):
+                        return None
+                    key_pts = packet.pts
+                elif packet.is_keyframe or n > 1000:
+                    break
+                elif packet.pts <= key_pts:
+                    return None  # open GOP: frames after the keyframe are shown before it
+            return None if key_pts is None else (position, seek_ts, key_pts)
+        except av.error.FFmpegError:
+            return None
+
+    def _index(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        if self._entries is None:
+            entries = getattr(self.stream, "index_entries", None)
+            n = len(entries) if entries is not None else 0
+            if n == 0 or (self.stream.frames and n != self.stream.frames):
+                return None
+            rows = [(e.timestamp, e.is_keyframe, e.is_discard) for e in entries]
+            arr = np.array(rows, dtype=np.int64)
+            if arr[:, 2].any() or not arr[0, 1] or np.any(np.diff(arr[:, 0]) <= 0):
+                return None
+            self._entries = (arr[:, 0], arr[:, 1].astype(bool))
+        return self._entries
+
+
+def _select(
+    frames: Iterator[tuple[int, av.VideoFrame]], start: int, stop: Optional[int], step: int
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    for index, frame in frames:
+        if stop is not None and index >= stop:
+            return
+        if index >= start and index % step == 0:
+            yield index, frame
+
+
+def _to_array(frame: av.VideoFrame, rotation: int, size: Optional[tuple[int, int]], fmt: str) -> np.ndarray:
+    width: Optional[int] = None
+    height: Optional[int] = None
+    if size is not None:
+        width, height = (size[1], size[0]) if rotation in (90, 270) else size
+    arr = frame.to_ndarray(width=width, height=height, format=fmt)
+    return rotate_array(arr, rotation) if rotation else arr
+
+
+def _stream_rate(stream: Any) -> Optional[Fraction]:
+    for name in ("average_rate", "guessed_rate", "base_rate"):
+        rate = getattr(stream, name, None)
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+def _check_range(start: int, stop: Optional[int], step: int) -> None:
+    if start < 0 or step < 1 or (stop is not None and stop < 0):
+        raise ValueError(f"need start >= 0, stop >= 0 and step >= 1, got start={start} stop={stop} step={step}")
+
+
+def _check_output(size: Optional[tuple[int, int]], fmt: str) -> None:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+    if size is not None and (len(size) != 2 or min(int(size[0]), int(size[1])) < 1):
+        raise ValueError(f"size must be (width, height) with positive ints, got {size!r}")
+
+
+def _norm_rotation(rotation: float, strict: bool = True) -> Any:
+    r = int(round(float(rotation) / 90.0)) * 90 % 360
+    if abs((float(rotation) - r + 180) % 360 - 180) > 1:
+        if strict:
+            raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+        return None
+    return r
+
+
+def _av_message(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())
+
+
+def _mp4_truncation(path: Path, size: int) -> Optional[str]:
+    """For ISO-BMFF files (MP4/MOV/M4A): a reason if the top-level boxes run past the end of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8 or head[4:8] not in _MP4_BOXES:
+                return None
+            pos, seen = 0, set()
+            while pos < size:
+                f.seek(pos)
+                header = f.read(16)
+                if len(header) < 8:
+                    return f"truncated (incomplete box header at byte {pos} of {size})"
+                box_size, kind = struct.unpack(">I4s", header[:8])
+                if box_size == 1:
+                    if len(header) < 16:
+                        return f"truncated (incomplete box header at byte {pos} of {size})"
+                    box_size = struct.unpack(">Q", header[8:16])[0]
+                elif box_size == 0:
+                    box_size = size - pos
+                if box_size < 8:
+                    return None  # not a box structure we understand: leave it to FFmpeg
+                seen.add(kind)
+                if pos + box_size > size:
+                    name = kind.decode("latin-1")
+                    return f"truncated ('{name}' box needs {pos + box_size} bytes, the file has {size})"
+                pos += box_size
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if b"moov" not in seen:
+        return "truncated or unfinished MP4 (no 'moov' index box; was the recording stopped?)"
+    return None

@@ -1,0 +1,245 @@
+"""``facetubes predict`` and ``facetubes evaluate``.
+
+Registered as sub-commands of ``facetubes`` through the ``facetubes.commands`` entry-point group
+(``register_predict``, ``register_evaluate``); ``python -m infer.cli predict|evaluate ...`` runs them standalone.
+Heavy imports (torch, models) happen inside the handlers so that ``facetubes --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from facetubes.config import ExtractConfig
+from facetubes.errors import ConfigError, FacetubesError, one_line
+
+__all__ = ["register_predict", "register_evaluate", "main", "extract_config_from_args"]
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+# (flag, ExtractConfig field, type, help). Defaults are None: unset flags leave the ensemble file's `extract:`
+# section, then ExtractConfig.for_inference(), in charge.
+_DETECTION_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--first-frames", "first_frames", int, "read the first N frames of each video; also caps pre-extracted "
+                                            "tubes (published: 100)"),
+    ("--detect-every", "detect_every", int, "detect faces on every N-th frame (published: 10)"),
+    ("--detect-long-side", "detect_long_side", int, "detector input long side in pixels (published: 480)"),
+    ("--min-face", "min_face", float, "smallest face in full-resolution pixels (used without --detect-long-side)"),
+    ("--top-k", "top_k", int, "keep the K most confident face tracks per video (published: 5)"),
+    ("--min-frames", "min_frames", int, "shortest usable tube in frames (inference default: 1)"),
+    ("--size", "size", int, "tube side in pixels before each model's crop (default: 256)"),
+    ("--margin", "margin", float, "context around the face, fraction of the face side per side: use the value "
+                                  "the models were trained with (default: 0)"),
+    ("--crop", "crop", str, "static (published) or follow: how the crop box moves"),
+)
+
+
+def _add_detection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection (override the ensemble file's `extract:` section and the published "
+                             "inference settings)")
+    for flag, _field, typ, help_ in _DETECTION_FLAGS:
+        kw: dict[str, Any] = {"choices": ("static", "follow")} if flag == "--crop" else {}
+        g.add_argument(flag, type=typ, default=None, metavar=None if kw else "N", help=help_, **kw)
+    g.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
+                   help="MTCNN stage thresholds (published: 0.8 0.8 0.9)")
+    g.add_argument("--no-retry", dest="retry", action="store_false", default=None,
+                   help="no second detection pass (2x resolution, then looser thresholds) for videos without faces")
+
+
+def extract_config_from_args(a: argparse.Namespace, file_overrides: Optional[dict] = None,
+                             device: str = "cpu") -> ExtractConfig:
+    """Published inference settings, then the ensemble file's ``extract:`` section, then the flags."""
+    values: dict[str, Any] = dict(file_overrides or {})
+    for _flag, name, _typ, _help in _DETECTION_FLAGS:
+        v = getattr(a, name, None)
+        if v is not None:
+            values[name] = v
+    if getattr(a, "thresholds", None) is not None:
+        values["thresholds"] = tuple(a.thresholds)
+    if getattr(a, "retry", None) is not None:
+        values["retry"] = a.retry
+    values.setdefault("device", device)
+    return ExtractConfig.for_inference(**values)
+
+
+def register_predict(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``predict`` to a ``facetubes`` sub-parser set."""
+    p = subparsers.add_parser(
+        "predict", help="score videos (or extracted tubes) with an ensemble; writes a DFDC-style CSV",
+        description="Score raw videos (files, folders, .txt lists) or extracted tubes (index.csv or a "
+                    "`facetubes extract` output folder) with the ensemble of an ensemble.yaml. One CSV row per "
+                    "video: filename,label(=fake probability),n_tubes,status,error. Resumes by default: videos "
+                    "already in the CSV are skipped.")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="videos, folders, .txt lists, index.csv")
+    p.add_argument("--ensemble", "-e", required=True, metavar="YAML", help="ensemble file (see examples/)")
+    p.add_argument("--out", "-o", default="predictions.csv", help="output CSV (default: %(default)s)")
+    p.add_argument("--per-model", action="store_true", help="add one probability column per member")
+    p.add_argument("--video-agg", choices=("mean", "max"), default=None,
+                   help="per member, over a video's tubes (default: file's, else mean as published)")
+    p.add_argument("--member-agg", choices=("prob", "logit"), default=None,
+                   help="across members: weighted mean of probabilities or of logits (default: file's, else prob)")
+    p.add_argument("--clip", default=None, metavar="LO,HI",
+                   help="final clipping, e.g. 0.01,0.99 or none (default: file's, else 0.01,0.99)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no flip TTA")
+    tta.add_argument("--tta", dest="tta", action="store_true", help="flip TTA (default unless the file says no)")
+    p.add_argument("--prior", type=float, default=0.5, help="probability for no-face and failed videos (0.5)")
+    p.add_argument("--device", default="auto", help="models and detector: auto, cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 on GPU (default: float16 AMP)")
+    p.add_argument("--prefetch", type=int, default=2, metavar="N",
+                   help="videos decoded + detected ahead of the models by a background thread (default: 2)")
+    p.add_argument("--overwrite", action="store_true", help="start a new CSV instead of resuming")
+    p.add_argument("--skip-done", action="store_true",
+                   help="skip videos already in the CSV (the default; kept for scripts that spell it out)")
+    p.add_argument("--retry-errors", action="store_true", help="on resume, predict videos with status error again")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_detection_options(p)
+    p.set_defaults(handler=cmd_predict)
+
+
+def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` to a ``facetubes`` sub-parser set."""
+    p = subparsers.add_parser(
+        "evaluate", help="log loss, AUC, EER, AP of a predictions CSV; JSON report and ROC/histogram PNGs",
+        description="Compare a predictions CSV (filename,label[,member columns]) with labels (DFDC "
+                    "metadata.json or a CSV with filename,label). Writes report.json, roc.png and histogram.png.")
+    p.add_argument("predictions", help="CSV written by `facetubes predict` (or any filename,label CSV)")
+    p.add_argument("--labels", "-l", required=True, nargs="+", metavar="FILE",
+                   help="DFDC metadata.json, labels CSV, or folders searched for metadata.json")
+    p.add_argument("--out", "-o", default=None, metavar="DIR",
+                   help="report folder (default: <predictions>_eval/ next to the CSV)")
+    p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="JSON report only")
+    p.set_defaults(handler=cmd_evaluate)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# handlers
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: invalid device {name!r} (cpu, cuda, cuda:1, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    """Handler of ``facetubes predict``. Returns 0, or 1 when some videos failed (their rows say why)."""
+    import models3d
+
+    from .aggregate import parse_clip
+    from .csvio import PredictionsWriter
+    from .engine import EnsemblePredictor
+    from .members import load_members
+    from .predict import collect_work, load_item, run_predict
+    from .spec import load_spec
+
+    spec = load_spec(a.ensemble, known_archs=models3d.list_models())
+    clip = parse_clip(a.clip) if a.clip is not None else (spec.clip if spec.clip_set else (0.01, 0.99))
+    if not 0.0 <= a.prior <= 1.0:
+        raise ConfigError(f"--prior must be in [0, 1], got {a.prior}")
+    if a.prefetch < 1:
+        raise ConfigError(f"--prefetch must be >= 1, got {a.prefetch}")
+    device = _resolve_device(a.device)
+    config = extract_config_from_args(a, spec.extract, device=device)
+    items = collect_work(a.inputs)
+    out = Path(a.out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out takes a CSV file path")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out.parent}: output folder does not exist")
+
+    members = load_members(spec, device=device, amp=a.amp, progress=None if a.quiet else _log)
+    predictor = EnsemblePredictor(members, device=device, tta=a.tta if a.tta is not None else spec.tta is not False,
+                                  amp=a.amp, video_agg=a.video_agg or spec.video_agg or "mean",
+                                  member_agg=a.member_agg or spec.member_agg or "prob", clip=clip)
+    detector = None
+    if any(it.video is not None for it in items):
+        from facetubes.detect import make_detector
+
+        detector = make_detector(config.device, config.thresholds)
+    columns = [m.name for m in members] if a.per_model else []
+    with PredictionsWriter(out, columns, overwrite=a.overwrite, retry_errors=a.retry_errors) as writer:
+        if writer.dropped_partial:
+            _log(f"{out}: dropped a half-written last row from an interrupted run")
+        try:
+            summary = run_predict(items, predictor, writer, lambda it: load_item(it, config, detector),
+                                  prior=a.prior, prefetch=a.prefetch, progress=not a.quiet)
+        except KeyboardInterrupt:
+            _log(f"interrupted: {len(writer.done)} videos are in {out}; run the same command again to continue")
+            raise
+    _log(summary.text())
+    return EXIT_FAILURES if summary.counts["error"] else EXIT_OK
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    """Handler of ``facetubes evaluate``."""
+    from facetubes.manifest import load_labels
+
+    from .csvio import read_predictions
+    from .evaluate import default_report_dir, evaluate_predictions, format_report, write_report
+
+    if not 0.0 <= a.eps < 0.5:
+        raise ConfigError(f"--eps must be in [0, 0.5), got {a.eps}")
+    preds = read_predictions(a.predictions)
+    labels = load_labels(a.labels)
+    report, arrays = evaluate_predictions(preds, labels, eps=a.eps)
+    report["labels"] = [str(x) for x in a.labels]
+    paths = write_report(report, arrays, default_report_dir(a.predictions, a.out), plots=a.plots)
+    print(format_report(report))
+    _log("report: " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# standalone entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infer.cli", description="Ensemble prediction and evaluation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details, tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_predict(sub)
+    register_evaluate(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m infer.cli predict|evaluate ...``: same handlers and error handling as ``facetubes``."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if not getattr(a, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(a.handler(a) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except FacetubesError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        if a.verbose:
+            raise
+        print(f"error: {one_line(e)} (rerun with -v for details)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

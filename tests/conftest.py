@@ -1,0 +1,53 @@
+"""Shared fixtures: small synthetic videos with ground truth, and a detector that returns the ground truth."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# 2 cores shared by the test process and the video codecs: keep torch from oversubscribing.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+class GroundTruthDetector:
+    """A detector that answers with the synthetic video's ground-truth boxes.
+
+    It relies on the pipeline's contract that detection sees frames ``0, every, 2*every, ...`` in order; boxes are
+    returned in the pixels of the (downscaled) frames it receives, like a real detector.
+    """
+
+    name = "ground-truth"
+    min_face_size = 20.0
+
+    def __init__(self, gt, every: int = 10) -> None:
+        self.gt = gt
+        self.every = every
+        self.calls = 0
+        self.frames_seen: list[int] = []
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def detect(self, frames: np.ndarray):
+        out = []
+        h, w = frames.shape[1:3]
+        sx, sy = w / self.gt.width, h / self.gt.height
+        for _ in frames:
+            idx = self.calls * self.every
+            self.calls += 1
+            self.frames_seen.append(idx)
+            boxes = []
+            for person_boxes in self.gt.boxes.values():
+                if idx < len(person_boxes) and np.isfinite(person_boxes[idx]).all():
+                    x1, y1, x2, y2 = person_boxes[idx]
+                    boxes.append([x1 * sx, y1 * sy, x2 * sx, y2 * sy])
+            b = np.asarray(boxes, np.float32).reshape(-1, 4)
+            out.append((b, np.full(len(b), 0.99, np.float32)))
+        return out
+
+
+@pytest.fixture
+def gt_detector():
+    return GroundTruthDetector

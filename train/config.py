@@ -1,0 +1,301 @@
+"""The training configuration: one dataclass, defaulted from per-architecture YAML files, overridden by flags.
+
+Precedence, lowest first: the dataclass defaults below, ``train/configs/<arch>.yaml``, a ``--config FILE``, then
+command-line flags. The resolved configuration is written to ``RUN_DIR/config.yaml`` and read back by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from facetubes.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+Task = Literal["3d", "2d"]
+MixMode = Literal["none", "cutmix", "cutmix3d", "mixup", "mixup_or_cutmix"]
+
+# Settings that may differ when a run is resumed: they change how fast it runs, never what it computes.
+RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile", "save_every_minutes"})
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Field names are the flags: ``batch_size`` -> ``--batch-size``."""
+
+    # --- what to train on ---------------------------------------------------------------------------------------
+    arch: str = _f("i3d", "model name from the models3d registry")
+    data: str = _f("", "tubes folder holding index.csv, or the index.csv path")
+    out: str = _f("", "run folder (checkpoints, metrics, config.yaml)")
+    labels: list[str] = _f([], "label files (DFDC metadata.json or CSV) that replace the index's labels")
+    weights: Optional[str] = _f(None, "initial weights: an upstream checkpoint or a facetubes checkpoint")
+    task: Task = _f("3d", "3d: clips and 2-class cross-entropy; 2d: frames and BCE (set by the command)", flag=False)
+
+    # --- clips --------------------------------------------------------------------------------------------------
+    clip_len: Optional[int] = _f(None, "frames per training clip (default: the model preset)")
+    crop_size: Optional[int] = _f(None, "side of the model input in pixels (default: the model preset)")
+    short_tubes: Literal["loop", "pad"] = _f("loop", "tubes shorter than a clip: loop them or repeat the last frame")
+    val_window: Literal["first", "center"] = _f("first", "validation window of each tube")
+    val_crop_fraction: float = _f(0.875, "validation: centre crop of this fraction of the tube side, then resize")
+    val_frames: int = _f(32, "2D validation: frames per tube (evenly spaced); the tube score is their median")
+
+    # --- split and sampling -------------------------------------------------------------------------------------
+    split: Literal["auto", "random", "column", "folders"] = _f(
+        "auto", "auto: --val-folders if given, else the index's split column if it names val, else random groups")
+    val_fraction: float = _f(0.15, "random split: fraction of tubes (whole groups) held out for validation")
+    val_folders: list[str] = _f([], "source folders (index 'folder' column) that form the validation set")
+    sampling: Literal["balanced", "shuffle"] = _f(
+        "balanced", "balanced: every epoch all tubes of the rarer class + as many fresh draws of the other")
+    seed: int = _f(0, "seed of the split, the sampler, augmentation and initialisation")
+
+    # --- optimisation -------------------------------------------------------------------------------------------
+    epochs: int = _f(10, "epochs")
+    batch_size: int = _f(12, "clips (3D) or frames (2D) per GPU per forward pass")
+    val_batch_size: Optional[int] = _f(None, "tubes per validation batch (default: batch size; 2D: batch/8)")
+    accum_steps: int = _f(1, "micro-batches per optimizer step (gradient accumulation)")
+    lr: float = _f(1e-4, "peak learning rate of the one-cycle schedule (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    pct_start: float = _f(0.3, "fraction of the steps spent warming up")
+    div_factor: float = _f(25.0, "initial lr = lr / div_factor")
+    final_div_factor: float = _f(1e4, "final lr = initial lr / final_div_factor")
+    max_grad_norm: float = _f(5.0, "clip the gradient norm to this (0: off)")
+    label_smoothing: float = _f(0.0, "label smoothing epsilon")
+    mix: MixMode = _f("none", "cutmix3d: published space-time cuboid; cutmix: one box through all frames; "
+                              "mixup; mixup_or_cutmix: one of the two per batch (2D recipe)")
+    mix_prob: float = _f(1.0, "probability that a batch is mixed")
+    cutmix_alpha: float = _f(1.0, "CutMix Beta(alpha, alpha)")
+    mixup_alpha: float = _f(0.4, "MixUp Beta(alpha, alpha)")
+
+    # --- augmentation (identical for every frame of a clip) -----------------------------------------------------
+    rrc: bool = _f(True, "random resized crop to the crop size (off: centre crop / resize)")
+    rrc_scale: tuple[float, float] = _f((0.5, 1.0), "random resized crop: area range")
+    rrc_ratio: tuple[float, float] = _f((0.9, 1.1), "random resized crop: aspect-ratio range")
+    hflip_p: float = _f(0.5, "horizontal flip probability")
+    vflip_p: float = _f(0.0, "vertical flip probability")
+    channel_perm_p: float = _f(0.0, "probability of a random RGB channel permutation")
+    blur_p: float = _f(0.1, "Gaussian blur probability")
+    blur_sigma: tuple[float, float] = _f((0.8, 1.4), "Gaussian blur sigma range (kernel 7)")
+    noise_p: float = _f(0.1, "Gaussian noise probability")
+    noise_std: float = _f(0.02, "Gaussian noise standard deviation (fraction of 255)")
+    bc_p: float = _f(0.25, "brightness/contrast probability")
+    bc_limit: float = _f(0.2, "brightness/contrast factors drawn from 1 +- this")
+
+    # --- runtime ------------------------------------------------------------------------------------------------
+    device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU")
+    amp: Literal["auto", "bf16", "fp16", "none"] = _f("auto", "mixed precision (auto: bf16 or fp16 on CUDA, none on CPU)")
+    channels_last: bool = _f(True, "channels_last(_3d) memory format for model and input on CUDA "
+                                            "(never on CPU, where 3D convolutions are slower with it)")
+    compile: bool = _f(False, "torch.compile the model")
+    sync_bn: bool = _f(False, "synchronise BatchNorm statistics across GPUs (DDP)")
+    num_workers: int = _f(4, "data-loading processes per GPU")
+    save_every_minutes: float = _f(30.0, "also save last.pt inside an epoch this often (0: only at epoch end)")
+    progress: bool = _f(True, "progress bar")
+
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """2 (softmax, cross-entropy) for 3D models as published; 1 (sigmoid, BCE) for the 2D model."""
+        return 2 if self.task == "3d" else 1
+
+    def validate(self) -> "TrainConfig":
+        """Check ranges; raise ConfigError naming the first bad setting. Returns self."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(self, name)!r})")
+
+        for name in ("epochs", "batch_size", "accum_steps", "val_frames"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("clip_len", "crop_size", "val_batch_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("hflip_p", "vflip_p", "channel_perm_p", "blur_p", "noise_p", "bc_p", "mix_prob", "pct_start",
+                     "label_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "must lie in [0, 1]")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise bad("val_fraction", "must lie strictly between 0 and 1")
+        if not 0.0 < self.val_crop_fraction <= 1.0:
+            raise bad("val_crop_fraction", "must lie in (0, 1]")
+        for name in ("lr", "div_factor", "final_div_factor"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        for name in ("weight_decay", "max_grad_norm", "num_workers", "save_every_minutes", "noise_std",
+                     "cutmix_alpha", "mixup_alpha", "bc_limit"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        lo, hi = self.rrc_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise bad("rrc_scale", "needs 0 < min <= max <= 1")
+        lo, hi = self.rrc_ratio
+        if not 0.0 < lo <= hi:
+            raise bad("rrc_ratio", "needs 0 < min <= max")
+        lo, hi = self.blur_sigma
+        if not 0.0 < lo <= hi:
+            raise bad("blur_sigma", "needs 0 < min <= max")
+        if self.mix in ("cutmix", "cutmix3d", "mixup_or_cutmix") and self.cutmix_alpha <= 0:
+            raise bad("cutmix_alpha", "must be > 0 when CutMix is used")
+        if self.mix in ("mixup", "mixup_or_cutmix") and self.mixup_alpha <= 0:
+            raise bad("mixup_alpha", "must be > 0 when MixUp is used")
+        if self.mix == "cutmix3d" and self.task == "2d":
+            raise bad("mix", "cutmix3d needs clips (train3d); use cutmix or mixup_or_cutmix")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved configuration as YAML, atomically."""
+        from facetubes.manifest import atomic_write_text
+
+        atomic_write_text(path, "# resolved facetubes training configuration\n"
+                          + yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# typed coercion
+
+
+def field_types() -> dict[str, Any]:
+    """Resolved type annotation of every field."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def coerce(name: str, value: Any, where: str) -> Any:
+    """Convert a YAML/flag value to the field's type; raise ConfigError naming ``where`` and the field."""
+    types_ = field_types()
+    if name not in types_:
+        known = ", ".join(sorted(types_))
+        raise ConfigError(f"{where}: unknown setting {name!r} (known: {known})")
+    tp, optional = _unwrap_optional(types_[name])
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {name} cannot be empty")
+    origin = typing.get_origin(tp)
+    try:
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if str(value) not in choices:
+                raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)} (got {value!r})")
+            return str(value)
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            v = str(value).strip().lower()
+            if v in ("1", "true", "yes", "on"):
+                return True
+            if v in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            return str(value)
+        if origin is list:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [str(v) for v in items]
+        if origin is tuple:
+            items = list(value) if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+            args = typing.get_args(tp)
+            if len(items) != len(args):
+                raise ValueError(value)
+            return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name} has a bad value {value!r} (expected {tp})") from None
+    raise ConfigError(f"{where}: {name}: unsupported type {tp}")
+
+
+def apply_overrides(cfg: TrainConfig, values: dict[str, Any], where: str) -> TrainConfig:
+    """Return a copy of ``cfg`` with ``values`` (YAML keys or flag names with - or _) applied."""
+    changes = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        changes[name] = coerce(name, value, where)
+    return dataclasses.replace(cfg, **changes)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; ConfigError with a one-line reason when it is missing or malformed."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value")
+    return data
+
+
+def arch_defaults_path(arch: str) -> Path:
+    """``train/configs/<arch>.yaml`` (may not exist: then the dataclass defaults apply)."""
+    return CONFIG_DIR / f"{arch}.yaml"
+
+
+def resolve_config(*, task: Task, arch: Optional[str], config_file: Optional[str] = None,
+                   overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """Dataclass defaults <- ``configs/<arch>.yaml`` <- ``config_file`` <- ``overrides``; validated.
+
+    ``arch`` may also come from the config file; the per-architecture file is chosen by the final arch.
+    """
+    overrides = dict(overrides or {})
+    file_values = read_yaml(config_file) if config_file else {}
+    arch = arch or overrides.get("arch") or file_values.get("arch") or ("i3d" if task == "3d" else "seresnext50")
+    cfg = TrainConfig(task=task)
+    arch_file = arch_defaults_path(str(arch))
+    if arch_file.is_file():
+        cfg = apply_overrides(cfg, read_yaml(arch_file), str(arch_file))
+    if file_values:
+        cfg = apply_overrides(cfg, file_values, str(config_file))
+    overrides["arch"] = arch
+    cfg = apply_overrides(cfg, overrides, "command line")
+    cfg.task = task
+    return cfg.validate()
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved configuration saved in ``run_dir/config.yaml``."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a training run folder (no config.yaml)")
+    values = read_yaml(path)
+    task = values.pop("task", "3d")
+    cfg = apply_overrides(TrainConfig(task=coerce("task", task, str(path))), values, str(path))
+    return cfg.validate()

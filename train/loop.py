@@ -1,0 +1,449 @@
+"""The training loop behind ``train3d`` and ``train2d``.
+
+One :class:`Trainer` per process. It reads the index, fixes the split, builds the model from the registry, and
+runs epochs of rebalanced sampling with AdamW + one-cycle LR scheduled over the optimizer steps actually taken
+(accumulation, drop_last and the DDP shard included), mixed precision, gradient clipping and optional
+``torch.compile``. After every epoch it validates, appends to ``metrics.csv`` / ``curves.png`` and writes
+``last.pt`` (every state needed to resume) and, when the validation log loss improves, ``best.pt``; inside long
+epochs ``last.pt`` is also refreshed every ``save_every_minutes``. A non-finite loss stops the run without
+touching the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .augment import train_transform, val_transform
+from .config import TrainConfig
+from .data import Batch, TubeDataset, collate, collate_frames
+from .errors import TrainError
+from .metrics import MetricsLog, evaluate
+from .mixing import apply_mix, fake_probability, one_hot_targets, smooth_targets, soft_target_loss
+from .runtime import (DistEnv, all_reduce_sum, barrier, gather_objects, init_distributed, load_train_checkpoint,
+                      resolve_amp, resolve_device, rng_state, save_train_checkpoint, seed_everything, set_rng_state,
+                      shutdown_distributed)
+from .sampling import EpochSampler, ShardSampler, optimizer_steps
+from .splits import Split, load_records, make_split, read_split, summarize, write_split
+
+log = logging.getLogger("train")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports: its folder, the last epoch's metrics and the best validation log loss."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    best_val_loss: float
+    global_step: int
+    total_steps: int
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The registry model for ``cfg.arch`` with ``cfg.num_classes`` outputs (and ``cfg.weights`` if given); its
+    preset is updated to the clip length / crop size actually trained, so checkpoints carry them."""
+    import models3d
+
+    try:
+        spec = models3d.get_spec(cfg.arch)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if spec.preset.is_3d != (cfg.task == "3d"):
+        cmd = "train3d" if spec.preset.is_3d else "train2d"
+        raise TrainError(f"--arch {cfg.arch} is a {'3D' if spec.preset.is_3d else '2D'} model: use {cmd}")
+    model = models3d.create_model(cfg.arch, num_classes=cfg.num_classes, weights=cfg.weights)
+    preset = model.preset
+    model.preset = preset.replace(clip_len=(cfg.clip_len or preset.clip_len) if cfg.task == "3d" else 1,
+                                  crop_size=cfg.crop_size or preset.crop_size)
+    return model
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight tensors only (not on biases and norm parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """One process's share of a training run (see the module docstring). ``fit()`` runs it to the end."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> None:
+        self.cfg, self.env = cfg, env
+        self.run_dir = Path(cfg.out).expanduser().resolve()
+        self._check_run_dir(resume)
+        self._log_handlers = self._setup_logging()
+        self.device = resolve_device(cfg.device, env)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+
+        records = load_records(cfg.data, cfg.labels)
+        split_file = self.run_dir / "split.csv"
+        split = read_split(split_file, records) if (resume and split_file.is_file()) else make_split(
+            records, mode=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders)
+        self.split: Split = split
+        if env.is_main:
+            log.info("%s", summarize(split))
+            if not resume:
+                write_split(split_file, split)
+                cfg.save(self.run_dir / "config.yaml")
+
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg)
+        self.preset = self.model.preset
+        self.is_3d = cfg.task == "3d"
+        if cfg.sync_bn and env.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        # channels_last pays off on GPUs (cuDNN); on CPU 3D convolutions run 2-4x slower with it, so it is not used
+        self.memory_format = torch.contiguous_format
+        if cfg.channels_last and self.device.type == "cuda":
+            self.memory_format = torch.channels_last_3d if self.is_3d else torch.channels_last
+        self.model.to(self.device, memory_format=self.memory_format)
+
+        self._build_data()
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=cfg.lr, total_steps=self.total_steps, pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.mix_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, env.rank, 0x313]))
+
+        self.train_model: nn.Module = self.model
+        if env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
+
+        self.metrics = MetricsLog(self.run_dir)
+        self.epoch, self.epoch_step, self.global_step = 0, 0, 0
+        self.best_val_loss = math.inf
+        self.partial: dict[str, float] = {}
+        self._seen_bad: set[str] = set()
+        if resume:
+            self._resume()
+        elif env.is_main:
+            log.info("run %s: %s %s, %d epochs x %d steps (batch %d x %d accum x %d GPU), clip %dx%d px, "
+                     "device %s, amp %s", self.run_dir, cfg.arch, "3D" if self.is_3d else "2D", cfg.epochs,
+                     self.steps_per_epoch, cfg.batch_size, cfg.accum_steps, env.world_size, self.clip_len,
+                     self.crop_size, self.device, self.amp_dtype or "off")
+        log.debug("rank %d/%d ready on %s", env.rank, env.world_size, self.device)
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def _check_run_dir(self, resume: bool) -> None:
+        if not self.cfg.out:
+            raise TrainError("--out RUN_DIR is required")
+        if resume:
+            if not (self.run_dir / "last.pt").is_file():
+                raise TrainError(f"{self.run_dir}: nothing to resume (no last.pt)")
+            return
+        if (self.run_dir / "last.pt").exists():
+            raise TrainError(f"{self.run_dir} already holds a run: continue it with --resume {self.run_dir}, "
+                             "or choose another --out")
+        if self.env.is_main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise TrainError(f"{self.run_dir}: cannot create the run folder ({e.strerror or e})") from None
+        barrier(self.env)
+
+    def _setup_logging(self) -> list[logging.Handler]:
+        handlers: list[logging.Handler] = []
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+        if self.env.is_main:
+            fh = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            handlers.append(fh)
+            if not any(getattr(h, "_facetubes_console", False) for h in log.handlers):
+                sh = logging.StreamHandler(sys.stdout)
+                sh.setFormatter(logging.Formatter("%(message)s"))
+                sh._facetubes_console = True  # type: ignore[attr-defined]
+                handlers.append(sh)
+        for h in handlers:
+            log.addHandler(h)
+        return handlers
+
+    def close(self) -> None:
+        """Detach this run's log handlers (a process may run several trainings, e.g. tests)."""
+        for h in self._log_handlers:
+            log.removeHandler(h)
+            h.close()
+
+    def _build_data(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.clip_len = self.preset.clip_len if self.is_3d else 1
+        self.crop_size = self.preset.crop_size
+        common = dict(short_tubes=cfg.short_tubes, val_window=cfg.val_window, frames_per_tube=cfg.val_frames)
+        self.train_set = TubeDataset(self.split.train, mode="clip" if self.is_3d else "frame", train=True,
+                                     clip_len=self.clip_len, transform=train_transform(cfg, self.crop_size),
+                                     **common)
+        self.val_set = TubeDataset(self.split.val, mode="clip" if self.is_3d else "frames", train=False,
+                                   clip_len=self.clip_len, transform=val_transform(cfg, self.crop_size), **common)
+        self.sampler = EpochSampler(self.train_set.labels, mode=cfg.sampling, seed=cfg.seed, rank=env.rank,
+                                    world_size=env.world_size)
+        pin = self.device.type == "cuda"
+        workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                       prefetch_factor=2 if cfg.num_workers > 0 else None)
+        self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
+                                       collate_fn=collate, drop_last=True, pin_memory=pin, **workers)
+        val_bs = cfg.val_batch_size or (cfg.batch_size if self.is_3d else max(1, cfg.batch_size // 8))
+        self.val_loader = DataLoader(self.val_set, batch_size=val_bs,
+                                     sampler=ShardSampler(len(self.val_set), rank=env.rank, world_size=env.world_size),
+                                     collate_fn=collate if self.is_3d else collate_frames, pin_memory=pin, **workers)
+        self.batches_per_epoch, self.steps_per_epoch = optimizer_steps(self.sampler.shard_size, cfg.batch_size,
+                                                                       cfg.accum_steps)
+        if self.batches_per_epoch == 0:
+            raise TrainError(f"an epoch gives {self.sampler.shard_size} clips per process, fewer than --batch-size "
+                             f"{cfg.batch_size} ({cfg.sampling} sampling of {len(self.train_set)} training tubes)")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+    # ------------------------------------------------------------------------------------------------ state
+    def _train_state(self, epoch: int, epoch_step: int) -> dict[str, Any]:
+        """Everything besides the weights that a resume needs (gathered from all ranks: call on every rank)."""
+        rngs = gather_objects({"rng": rng_state(), "mix": self.mix_rng.bit_generator.state}, self.env)
+        return {"epoch": epoch, "epoch_step": epoch_step, "global_step": self.global_step,
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                "world_size": self.env.world_size, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "sampler": self.sampler.state_dict(), "rng": rngs, "best_val_loss": self.best_val_loss,
+                "partial": dict(self.partial)}
+
+    def save_last(self, epoch: int, epoch_step: int, metrics: Optional[dict[str, Any]] = None) -> None:
+        """Write ``last.pt`` (rank 0; every rank must call it because RNG states are gathered)."""
+        state = self._train_state(epoch, epoch_step)
+        if self.env.is_main:
+            save_train_checkpoint(self.run_dir / "last.pt", self.model, train=state, config=self.cfg.to_dict(),
+                                  metrics=metrics or {})
+
+    def _resume(self) -> None:
+        ckpt = load_train_checkpoint(self.run_dir / "last.pt")
+        st = ckpt["train"]
+        if st["steps_per_epoch"] != self.steps_per_epoch or st["total_steps"] != self.total_steps:
+            raise TrainError(f"{self.run_dir} was run with {st['world_size']} process(es) and "
+                             f"{st['steps_per_epoch']} steps per epoch; this launch gives {self.steps_per_epoch}: "
+                             "resume with the same number of processes and batch settings")
+        if st["epoch_step"] and st["world_size"] != self.env.world_size:
+            raise TrainError(f"{self.run_dir} was saved inside an epoch by {st['world_size']} process(es): "
+                             "resume it with as many")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.epoch, self.epoch_step, self.global_step = st["epoch"], st["epoch_step"], st["global_step"]
+        self.best_val_loss = float(st["best_val_loss"])
+        self.partial = dict(st.get("partial") or {})
+        rngs = st["rng"]
+        if len(rngs) == self.env.world_size:
+            set_rng_state(rngs[self.env.rank]["rng"])
+            self.mix_rng.bit_generator.state = rngs[self.env.rank]["mix"]
+        else:  # other process count at an epoch boundary: a fresh, still deterministic stream per rank
+            seed_everything(self.cfg.seed * 1000 + self.epoch * 10 + self.env.rank)
+        self.metrics.load(up_to_epoch=self.epoch)
+        if self.env.is_main:
+            log.info("resuming %s at epoch %d step %d of %d (global step %d of %d)", self.run_dir, self.epoch + 1,
+                     self.epoch_step, self.steps_per_epoch, self.global_step, self.total_steps)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _inputs(self, batch: Batch) -> Tensor:
+        x = batch.x.to(self.device, non_blocking=True)
+        return self.preset.normalize(x).contiguous(memory_format=self.memory_format)
+
+    def _dummy_batch(self) -> Batch:
+        """Stand-in for a batch whose every tube failed: one black clip, weight 0 (keeps DDP ranks in step)."""
+        shape = (1, 3, self.clip_len, self.crop_size, self.crop_size) if self.is_3d else (1, 3, self.crop_size,
+                                                                                          self.crop_size)
+        return Batch(torch.zeros(shape, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64),
+                     torch.zeros(1, dtype=torch.int64))
+
+    def _report_bad(self, bad: list[str]) -> None:
+        for reason in bad:
+            if reason not in self._seen_bad:
+                self._seen_bad.add(reason)
+                log.warning("skipped unreadable tube %s", reason)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
+        if cfg.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(norm) and not self.scaler.is_enabled():
+                raise TrainError(f"non-finite gradient norm at epoch {self.epoch + 1} step {self.epoch_step + 1}; "
+                                 f"stopped, the last good checkpoint {self.run_dir / 'last.pt'} is kept")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler.last_epoch < self.total_steps:
+            self.scheduler.step()
+        self.epoch_step += 1
+        self.global_step += 1
+
+    def after_step(self) -> None:
+        """Hook called on every rank after each optimizer step (tests use it to simulate a crash)."""
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch (or its remainder, after a mid-epoch resume). Returns the epoch's training statistics."""
+        cfg, env = self.cfg, self.env
+        self.sampler.set_epoch(self.epoch, start=self.epoch_step * cfg.accum_steps * cfg.batch_size)
+        self.train_model.train()
+        p = self.partial or {}
+        loss_sum, n_sum, bad = p.get("loss_sum", 0.0), p.get("n", 0.0), p.get("bad", 0.0)
+        elapsed_before = p.get("time", 0.0)
+        t0 = last_save = time.monotonic()
+        first_batch = self.epoch_step * cfg.accum_steps
+        bar = _progress(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/"
+                        f"{cfg.epochs}", enabled=env.is_main and cfg.progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        for b, batch in enumerate(self.train_loader, start=first_batch):
+            bad += len(batch.bad)
+            self._report_bad(batch.bad)
+            weight = 1.0
+            if len(batch) == 0:
+                batch, weight = self._dummy_batch(), 0.0
+            group_start = (b // cfg.accum_steps) * cfg.accum_steps
+            group_size = min(cfg.accum_steps, self.batches_per_epoch - group_start)
+            last_micro = b - group_start == group_size - 1
+            x = self._inputs(batch)
+            targets = smooth_targets(one_hot_targets(batch.labels.to(self.device), cfg.num_classes),
+                                     cfg.label_smoothing)
+            x, targets = apply_mix(x, targets, mode=cfg.mix, prob=cfg.mix_prob, cutmix_alpha=cfg.cutmix_alpha,
+                                   mixup_alpha=cfg.mixup_alpha, rng=self.mix_rng)
+            sync = contextlib.nullcontext()
+            if env.distributed and not last_micro:
+                sync = self.train_model.no_sync()  # type: ignore[operator]
+            with sync:
+                with self._autocast():
+                    logits = self.train_model(x)
+                loss = soft_target_loss(logits, targets)
+                self.scaler.scale(loss * (weight / group_size)).backward()
+            n = float(len(batch)) * weight
+            total_loss, total_n = all_reduce_sum([loss.item() * n, n], env, self.device)
+            if not math.isfinite(total_loss):
+                raise TrainError(f"loss became {total_loss} at epoch {self.epoch + 1} step {self.epoch_step + 1}; "
+                                 f"stopped, the last good checkpoint {self.run_dir / 'last.pt'} is kept")
+            loss_sum, n_sum = loss_sum + total_loss, n_sum + total_n
+            if not last_micro:
+                continue
+            self._optimizer_step()
+            self.after_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / max(n_sum, 1):.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            due = cfg.save_every_minutes > 0 and time.monotonic() - last_save >= cfg.save_every_minutes * 60
+            if env.distributed:
+                due = all_reduce_sum([1.0 if (due and env.is_main) else 0.0], env, self.device)[0] > 0
+            if due and self.epoch_step < self.steps_per_epoch:
+                self.partial = {"loss_sum": loss_sum, "n": n_sum, "bad": bad,
+                                "time": elapsed_before + time.monotonic() - t0}
+                self.save_last(self.epoch, self.epoch_step)
+                last_save = time.monotonic()
+        bar.close()
+        seconds = elapsed_before + time.monotonic() - t0
+        bad_total = all_reduce_sum([bad], env, self.device)[0] if env.distributed else bad
+        self.partial = {}
+        return {"train_loss": loss_sum / max(n_sum, 1.0), "train_clips": int(n_sum), "epoch_time_s": seconds,
+                "clips_per_s": n_sum / max(seconds, 1e-9), "bad_train": bad_total}
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Validation log loss, AUC and per-class accuracy over the whole validation set (all ranks)."""
+        self.model.eval()
+        indices: list[int] = []
+        probs: list[float] = []
+        bad = 0
+        for batch in self.val_loader:
+            bad += len(batch.bad)
+            self._report_bad(batch.bad)
+            if len(batch) == 0:
+                continue
+            with self._autocast():
+                logits = self.model(self._inputs(batch))
+            p = fake_probability(logits)
+            if batch.counts is not None:  # 2D: median of per-frame probabilities per tube
+                p = torch.stack([chunk.median() for chunk in torch.split(p, batch.counts.tolist())])
+            indices += batch.index.tolist()
+            probs += p.float().cpu().tolist()
+        self.model.train()
+        gathered = gather_objects((indices, probs, bad), self.env)
+        idx = [i for g in gathered for i in g[0]]
+        pr = [q for g in gathered for q in g[1]]
+        labels = [self.val_set.labels[i] for i in idx]
+        out = evaluate(labels, pr) if idx else {"val_loss": math.nan}
+        out["val_tubes"] = len(idx)
+        out["bad_val"] = sum(g[2] for g in gathered)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ run
+    def fit(self) -> RunResult:
+        """Run the remaining epochs; returns the final metrics."""
+        cfg, env = self.cfg, self.env
+        row: dict[str, Any] = {}
+        while self.epoch < cfg.epochs:
+            stats = self.train_epoch()
+            val = self.validate()
+            row = {"epoch": self.epoch, "step": self.global_step, "lr": self.scheduler.get_last_lr()[0], **stats,
+                   **val, "bad_tubes": int(stats["bad_train"] + val["bad_val"])}
+            improved = val["val_loss"] < self.best_val_loss
+            if improved:
+                self.best_val_loss = float(val["val_loss"])
+            self.epoch, self.epoch_step = self.epoch + 1, 0
+            clean = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+            self.save_last(self.epoch, 0, clean)
+            if env.is_main:
+                self.metrics.append(row)
+                if improved:
+                    save_train_checkpoint(self.run_dir / "best.pt", self.model, config=cfg.to_dict(), metrics=clean,
+                                          epoch=self.epoch)
+                log.info("epoch %d/%d: train loss %.4f | val loss %.4f AUC %.3f acc %.3f (real %.3f, fake %.3f) | "
+                         "%.1f clips/s | %d bad tubes%s", self.epoch, cfg.epochs, row["train_loss"],
+                         row["val_loss"], row.get("val_auc", math.nan), row.get("val_acc", math.nan),
+                         row.get("val_acc_real", math.nan), row.get("val_acc_fake", math.nan), row["clips_per_s"],
+                         row["bad_tubes"], " | best" if improved else "")
+            barrier(env)
+        if self.scheduler.last_epoch != self.total_steps and self.epoch == cfg.epochs and env.is_main:
+            log.warning("scheduler took %d of %d steps", self.scheduler.last_epoch, self.total_steps)
+        return RunResult(self.run_dir, row, self.best_val_loss, self.global_step, self.total_steps)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(*, total: int, initial: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
+    """Run (or resume) a training run in this process; joins the torchrun process group when there is one."""
+    env = init_distributed(cfg.device)
+    trainer: Optional[Trainer] = None
+    try:
+        trainer = Trainer(cfg, env, resume=resume)
+        return trainer.fit()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        shutdown_distributed()
