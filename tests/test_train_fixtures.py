@@ -10,9 +10,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
+from torch import Tensor, nn
 
+import models3d
 from facetubes.manifest import TubeRecord, read_index, write_index
 from facetubes.video import VideoWriter, read_frames
+from models3d.base import ClipClassifier, check_input
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 PATCH = (0.35, 0.65)  # fraction of the frame covered by the "manipulated" patch of a fake tube
 
@@ -76,6 +82,65 @@ def make_tube_set(root: Path, *, n_groups: int = 6, fakes_per_group: int = 1, si
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# a tiny stand-in network, registered in the models3d registry under "tiny3d" / "tiny2d"
+#
+# The loop tests need many short runs; a registry model at its smallest (mc3: 11.5 M parameters, ~140 MB of
+# last.pt with optimizer state) makes each run seconds long on 2 cores. This stand-in follows the same
+# ClipClassifier contract (forward_features / forward_head / reset_classifier / preset) and goes through
+# models3d.create_model and models3d.save_checkpoint like any registered model. Real registry models are
+# trained too: mc3 in test_train_loop.py and the learning test, seresnext50 in the slow 2D test.
+
+
+class TinyNet(ClipClassifier):
+    """Two conv-BN-ReLU layers, global average pool, dropout, linear head: ``(B, 3, [T,] H, W) -> (B, K)``."""
+
+    classifier_name = "fc"
+
+    def __init__(self, *, is_3d: bool, num_classes: int = 2, dropout: float = 0.2) -> None:
+        preset = models3d.Preset(clip_len=4 if is_3d else 1, crop_size=16, value_range=(0.0, 1.0),
+                                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), is_3d=is_3d)
+        super().__init__(arch="tiny3d" if is_3d else "tiny2d", preset=preset, num_features=8,
+                         num_classes=num_classes)
+        conv, bn = (nn.Conv3d, nn.BatchNorm3d) if is_3d else (nn.Conv2d, nn.BatchNorm2d)
+        self.features = nn.Sequential(conv(3, 8, 3, padding=1), bn(8), nn.ReLU(),
+                                      conv(8, 8, 3, stride=2, padding=1), bn(8), nn.ReLU())
+        self.dropout = nn.Dropout(dropout)
+        self.fc = self._new_classifier(num_classes)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        check_input(x, 5 if self.preset.is_3d else 4, self.arch)
+        return self.features(x).flatten(2).mean(dim=2)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(self.dropout(features))
+
+
+def register_tiny_models() -> None:
+    """Register ``tiny3d`` and ``tiny2d`` once per process."""
+    if "tiny3d" in models3d.list_models():
+        return
+    for is_3d, name in ((True, "tiny3d"), (False, "tiny2d")):
+        def build(*, num_classes: int = 2, dropout: float = 0.2, _3d: bool = is_3d) -> TinyNet:
+            return TinyNet(is_3d=_3d, num_classes=num_classes, dropout=dropout)
+
+        models3d.register_model(name, preset=build().preset, description="test stand-in")(build)
+
+
+register_tiny_models()
+
+
+def launcher_script(path: Path) -> Path:
+    """A script that registers the stand-ins and runs ``train.cli.main`` (for subprocesses and torchrun)."""
+    path.write_text(f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
+                    "from test_train_fixtures import register_tiny_models\nregister_tiny_models()\n"
+                    "from train.cli import main\nsys.exit(main())\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the helpers work
 
 
@@ -92,3 +157,13 @@ def test_make_tube_set_writes_a_readable_index(tmp_path: Path) -> None:
     # the fake differs from its original inside the patch (red up) and hardly outside it
     assert (fake[a:b, a:b, 0] - real[a:b, a:b, 0]).mean() > 30
     assert np.abs(fake[:a, :, :] - real[:a, :, :]).mean() < 6
+
+
+def test_tiny_stand_in_follows_the_models3d_contract(tmp_path: Path) -> None:
+    for name, shape in (("tiny3d", (2, 3, 4, 16, 16)), ("tiny2d", (2, 3, 16, 16))):
+        model = models3d.create_model(name, num_classes=1).eval()
+        x = torch.rand(*shape)
+        assert model(x).shape == (2, 1) and model.forward_features(x).shape == (2, 8)
+        models3d.save_checkpoint(tmp_path / f"{name}.pt", model)
+        again = models3d.create_model(name, weights=tmp_path / f"{name}.pt").eval()
+        assert again.num_classes == 1 and torch.equal(again(x), model(x))

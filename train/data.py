@@ -231,8 +231,10 @@ class TubeDataset(Dataset):
         candidates = [i]
         if self.train and self.max_substitutes > 0:
             pool = self._by_label[label]
+            pool = pool[pool != i]
             pick = np.random.default_rng(None if seed is None else [int(seed), 0x5B])
-            candidates += [int(j) for j in pick.choice(pool, size=min(self.max_substitutes, len(pool)))]
+            size = min(self.max_substitutes, len(pool))
+            candidates += [int(j) for j in pick.choice(pool, size=size, replace=False)]
         for j in candidates:
             try:
                 x = self.load(j, None if seed is None else int(seed) + (j != i))

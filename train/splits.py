@@ -104,7 +104,7 @@ def random_group_split(records: Sequence[TubeRecord], val_fraction: float, seed:
     names = sorted(by_group)
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED])).permutation(len(names))
     n_real, n_fake = class_counts(records)
-    target = (val_fraction * n_real, val_fraction * n_fake)
+    target = (max(1, round(val_fraction * n_real)), max(1, round(val_fraction * n_fake)))
     have = [0, 0]
     val_groups: set[str] = set()
     for i in order:

@@ -1,0 +1,144 @@
+"""`facetubes extract` as a batch job: bad inputs, resume, shards, labels, workers, a SIGKILL mid-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facetubes.batch import collect_inputs, in_shard, parse_shard
+from facetubes.cli import main
+from facetubes.errors import ConfigError
+from facetubes.manifest import read_index
+from facetubes.synthetic import BAD_INPUT_REASONS, make_bad_inputs, make_video
+
+FAST = ["--min-frames", "32", "-q"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    for i in range(3):
+        make_video(d / f"vid{i}.mp4", "one", width=160, height=120, n_frames=48, seed=i)
+    return d
+
+
+def _errors(out: Path) -> dict[str, str]:
+    lines = (out / "errors.jsonl").read_text().splitlines() if (out / "errors.jsonl").exists() else []
+    return {Path(e["source"]).stem: e["error"] for e in map(json.loads, lines)}
+
+
+def test_bad_inputs_are_recorded_one_line_each_and_never_stop_the_batch(tmp_path, videos, capsys):
+    bad = make_bad_inputs(tmp_path / "bad")
+    out = tmp_path / "out"
+    code = main(["extract", str(tmp_path / "bad"), str(videos / "vid0.mp4"), str(tmp_path / "missing.mp4"),
+                 "--out", str(out), *FAST])
+    assert code == 1  # some inputs failed
+    errors = _errors(out)
+    for name, reason in BAD_INPUT_REASONS.items():
+        if reason is None:
+            assert name not in errors
+        else:
+            assert reason in errors[name] and "\n" not in errors[name] and "Traceback" not in errors[name]
+    assert "no such file" in errors["missing"]
+    # the valid inputs were processed: a tube for the good video, zero-tube manifests for the others
+    assert json.loads((out / "short" / "tubes.json").read_text())["status"] == "too_short"
+    assert json.loads((out / "no_faces" / "tubes.json").read_text())["status"] == "no_face"
+    assert [r.video for r in read_index(out)] == ["vid0"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "failed" in err
+    assert set(bad) == set(BAD_INPUT_REASONS)
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, videos, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code = main(["extract", str(videos / "vid0.mp4"), "--out", str(blocker / "out"), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "not writable" in err and len(err.splitlines()) == 1
+
+
+def test_rerun_skips_finished_videos_and_overwrite_redoes_them(tmp_path, videos, capsys):
+    out = tmp_path / "out"
+    assert main(["extract", str(videos), "--out", str(out), *FAST]) == 0
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*/tubes.json")}
+    assert len(first) == 3 and len(read_index(out)) == 3
+    capsys.readouterr()
+    assert main(["extract", str(videos), "--out", str(out), *FAST]) == 0
+    assert "3 already done" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/tubes.json")} == first
+    assert main(["extract", str(videos / "vid1.mp4"), "--out", str(out), "--overwrite", *FAST]) == 0
+    assert (out / "vid1" / "tubes.json").stat().st_mtime_ns != first[out / "vid1" / "tubes.json"]
+
+
+def test_shards_partition_the_inputs_deterministically(tmp_path, videos):
+    stems = [f"video_{i:04d}" for i in range(400)]
+    shards = [{s for s in stems if in_shard(s, (k, 4))} for k in range(4)]
+    assert set().union(*shards) == set(stems)
+    assert sum(len(s) for s in shards) == len(stems)  # disjoint
+    assert all(60 < len(s) < 140 for s in shards)  # roughly balanced
+    with pytest.raises(ConfigError):
+        parse_shard("4/4")
+    with pytest.raises(ConfigError):
+        parse_shard("one/two")
+    outs = []
+    for k in range(2):
+        out = tmp_path / "out"
+        assert main(["extract", str(videos), "--out", str(out), "--shard", f"{k}/2", *FAST]) == 0
+        outs.append({p.parent.name for p in out.glob("*/tubes.json")})
+    assert outs[1] >= outs[0] and len(outs[1]) == 3  # the second shard added the rest into the same folder
+
+
+def test_list_file_and_labels_fill_the_index(tmp_path, videos):
+    lst = tmp_path / "inputs.txt"
+    lst.write_text(f"# videos\n{videos / 'vid0.mp4'}\n{videos / 'vid1.mp4'}\n")
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"vid0.mp4": {"label": "REAL"}, "vid1.mp4": {"label": "FAKE", "original": "vid0.mp4"}}))
+    out = tmp_path / "out"
+    assert main(["extract", str(lst), "--out", str(out), "--labels", str(meta), *FAST]) == 0
+    rows = {r.video: r for r in read_index(out)}
+    assert (rows["vid0"].label, rows["vid1"].label) == (0, 1)
+    assert rows["vid1"].group == "vid0"
+    videos_found, problems = collect_inputs([lst])
+    assert len(videos_found) == 2 and not problems
+
+
+def test_workers_in_parallel_give_the_same_tubes(tmp_path, videos):
+    out = tmp_path / "out"
+    assert main(["extract", str(videos), "--out", str(out), "--workers", "2", *FAST]) == 0
+    assert sorted(r.video for r in read_index(out)) == ["vid0", "vid1", "vid2"]
+
+
+def test_sigkill_mid_batch_leaves_no_partial_files_and_rerun_completes(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    for i in range(4):
+        make_video(src / f"long{i}.mp4", "two", width=192, height=144, n_frames=100, seed=10 + i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "facetubes", "extract", str(src), "--out", str(out), "--min-frames", "32", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*/tubes.json")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.parent.name for p in out.glob("*/tubes.json")}
+    assert 1 <= len(done) < 4, "the kill should land mid-batch"
+    # visible output is only finished work: every video folder is complete, every tube listed and decodable
+    for d in out.iterdir():
+        if d.name.startswith("."):
+            continue
+        if d.is_dir():
+            manifest = json.loads((d / "tubes.json").read_text())
+            assert sorted(p.name for p in d.glob("*.mp4")) == sorted(t["file"] for t in manifest["tubes"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(done)} already done" in r.stderr
+    assert {p.parent.name for p in out.glob("*/tubes.json")} == {f"long{i}" for i in range(4)}
+    assert not [p for p in out.iterdir() if p.name.startswith((".tmp-", ".old-"))]  # leftovers cleaned
