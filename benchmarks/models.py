@@ -58,7 +58,7 @@ def _shape(name: str, batch: int, frames: int | None, size: int | None) -> tuple
 
 def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str | None, device: str) -> None:
     """One forward + backward; gradients are dropped afterwards."""
-    with torch.autocast(device_type=device, dtype=DTYPES[amp], enabled=amp is not None):
+    with torch.autocast(device_type=device, dtype=DTYPES[amp or "bf16"], enabled=amp is not None):
         loss = F.cross_entropy(model(x).float(), y)
     loss.backward()
     model.zero_grad(set_to_none=True)
@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = args.models.split(",")
     precisions = {"off": [None], "on": [args.amp_dtype], "both": [None, args.amp_dtype]}[args.amp]
+    threads = args.threads or torch.get_num_threads()
     env = (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-           f"{torch.get_num_threads()} threads" if args.device == "cpu"
+           f"{threads} threads" if args.device == "cpu"
            else f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
     print(f"# {' '.join(sys.argv)}\n# {env}, channels_last={args.channels_last}")
     if args.max_batch:

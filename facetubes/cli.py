@@ -112,12 +112,20 @@ def _cmd_preview(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from .synthetic import make_video
+    from .synthetic import SCENARIOS, make_dataset, make_video
 
+    if a.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {a.scenario!r}; choose from {', '.join(SCENARIOS)}")
     out = Path(a.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    make_video(out, a.scenario, width=a.width, height=a.height, n_frames=a.frames, seed=a.seed)
-    print(out)
+    size = dict(width=a.width, height=a.height, n_frames=a.frames)
+    if a.real or a.fake:
+        meta = make_dataset(out, a.real, a.fake, seed=a.seed, scenario=a.scenario, val_fraction=a.val_fraction,
+                            **size)
+        print(f"{out}: {len(meta)} videos and metadata.json")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        make_video(out, a.scenario, seed=a.seed, **size)
+        print(out)
     return EXIT_OK
 
 
@@ -154,9 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-videos", type=int, default=16)
     p.set_defaults(handler=_cmd_preview)
 
-    p = sub.add_parser("sample", help="write a synthetic sample video with real face photos")
-    p.add_argument("output", help="MP4 path")
-    p.add_argument("--scenario", default="two", help="one, two, crossing, enter_leave, none (default: two)")
+    p = sub.add_parser("sample", help="write synthetic videos made from real face photos (tests, demos)",
+                       description="One video (OUTPUT is an .mp4), or with --real/--fake a labelled folder of real "
+                                   "and manipulated videos with a DFDC-style metadata.json.")
+    p.add_argument("output", help="MP4 path, or a folder with --real/--fake")
+    p.add_argument("--real", type=int, default=0, help="number of real videos (dataset mode)")
+    p.add_argument("--fake", type=int, default=0, help="number of manipulated videos (dataset mode)")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="groups marked split=val (dataset mode)")
+    p.add_argument("--scenario", default="two", help="one, two, crossing, enter_leave, none... (default: two)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--frames", type=int, default=120)

@@ -154,7 +154,8 @@ def _side(face_side: int, margin: float) -> int:
     return side + side % 2
 
 
-def _place(low: np.ndarray, high: np.ndarray, side: int, limit: int, centre: Optional[np.ndarray] = None) -> np.ndarray:
+def _place(low: np.ndarray, high: np.ndarray, side: int, limit: int,
+           centre: Optional[np.ndarray] = None) -> np.ndarray:
     """Start coordinate of a ``side``-long crop in one dimension, per frame.
 
     ``low``/``high``: the face's integer extent. ``centre``: the wanted crop centre (default: the face's centre);
@@ -187,13 +188,12 @@ def _static(faces: np.ndarray, margin: float, width: int, height: int) -> np.nda
 def _follow(faces: np.ndarray, margin: float, sigma: float, width: int, height: int) -> np.ndarray:
     """A square of fixed side whose smoothed centre follows ``faces`` (integer ``(T, 4)``)."""
     side = _side(int((faces[:, 2:] - faces[:, :2]).max()), margin)
-    half = side / 2
     centre = (faces[:, :2] + faces[:, 2:]) / 2.0
-    low = faces[:, 2:] - half  # the face stays inside while  high - side/2 <= centre <= low + side/2
-    high = faces[:, :2] + half
+    # the face (x1, y1, x2, y2) is inside the crop while  x2 - side/2 <= centre_x <= x1 + side/2  (same for y)
+    lowest, highest = faces[:, 2:] - side / 2, faces[:, :2] + side / 2
     if sigma > 0 and len(faces) > 1:
         for _ in range(FOLLOW_ITERATIONS):
-            centre = np.clip(_smooth(centre, sigma), low, high)
+            centre = np.clip(_smooth(centre, sigma), lowest, highest)
     x = _place(faces[:, 0], faces[:, 2], side, width, centre[:, 0])
     y = _place(faces[:, 1], faces[:, 3], side, height, centre[:, 1])
     return _boxes(x, y, side)
@@ -232,7 +232,7 @@ def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     if region.shape[:2] == (size, size):
         return np.array(region)  # a copy, never a view of the caller's frame
     image = Image.fromarray(np.ascontiguousarray(region))
-    return np.asarray(image.resize((size, size), Image.BILINEAR, reducing_gap=REDUCING_GAP))
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP))
 
 
 def crop_frames(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:

@@ -499,7 +499,7 @@ def make_video(
         gop=gop, time_base=time_base, threads=1,
     ) as writer:
         for t, frame in enumerate(frames):
-            stored = rotate_array(frame, truth.rotation) if truth.rotation else frame
+            stored = rotate_array(frame, (360 - truth.rotation) % 360) if truth.rotation else frame
             writer.write(stored, pts=None if times is None else round(times[t] * 90000))
     return truth
 

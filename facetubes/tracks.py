@@ -20,8 +20,9 @@ See ``docs/tracks.md`` for the full description and the statistics on real MTCNN
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -112,7 +113,7 @@ class TrackReport:
     n_clamped: int = 0
     """Boxes with a coordinate outside the frame, clamped."""
     n_negative: int = 0
-    """Boxes with ``x1 <= -1`` or ``y1 <= -1``: the ones the published slicing lost."""
+    """Boxes with a negative ``x1`` or ``y1``: the published slicing wrapped these around and lost them."""
     n_dropped: int = 0
     """Boxes with no area inside the frame (or non-finite coordinates), ignored."""
     n_components: int = 0
@@ -125,8 +126,6 @@ class TrackReport:
     """Joins between pieces of one face separated by missed detections (or non-touching boxes)."""
     n_short: int = 0
     """Tracks removed because they span fewer than ``min_frames`` frames."""
-    components: list[np.ndarray] = field(default_factory=list)
-    """Per component, the (video-level) indices of its boxes, for diagnostics."""
 
 
 def build_tracks(
@@ -194,7 +193,6 @@ def build_tracks_report(
 
     geometry = _Geometry(slots, boxes, probs, _cells(boxes, cell, width, height))
     components = _components(geometry, width, height, cell)
-    report.components = components
     report.n_components = len(components)
     tracklets: list[list[int]] = []
     duplicates: list[int] = []
@@ -245,7 +243,7 @@ def _gather(detections: Sequence[Detections], detect_every: int) -> tuple[np.nda
         frames.append(np.full(k, det.frame, dtype=np.int64))
         slots.append(np.full(k, slot, dtype=np.int64))
         boxes.append(det.boxes)
-        probs.append(det.probs)
+        probs.append(np.asarray(det.probs, dtype=np.float32))
     if not frames:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
@@ -258,7 +256,7 @@ def _clamp(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.n
     finite = np.isfinite(boxes).all(axis=1)
     limits = np.array([width, height, width, height], dtype=np.float32)
     outside = ((boxes < 0) | (boxes > limits)).any(axis=1) & finite
-    negative = ((boxes[:, 0] <= -1) | (boxes[:, 1] <= -1)) & finite
+    negative = ((boxes[:, 0] < 0) | (boxes[:, 1] < 0)) & finite
     clamped = np.clip(np.nan_to_num(boxes), 0, limits).astype(np.float32)
     usable = finite & (clamped[:, 2] > clamped[:, 0]) & (clamped[:, 3] > clamped[:, 1])
     return clamped, usable, int(outside.sum()), int(negative.sum())

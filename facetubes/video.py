@@ -33,17 +33,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 FpsLike = Union[int, float, Fraction, str]
 
 __all__ = [
-    "VideoInfo",
-    "probe",
-    "iter_frames",
-    "iter_av_frames",
-    "read_frames",
-    "rotate_array",
-    "upright_to_stored_boxes",
-    "as_fraction",
-    "VideoWriter",
-    "write_video",
-    "OUTPUT_FORMATS",
+    "VideoInfo", "probe", "iter_frames", "iter_av_frames", "read_frames", "rotate_array", "upright_to_stored_boxes",
+    "as_fraction", "VideoWriter", "write_video", "OUTPUT_FORMATS",
 ]
 
 OUTPUT_FORMATS = ("rgb24", "bgr24", "gray")
@@ -51,10 +42,6 @@ OUTPUT_FORMATS = ("rgb24", "bgr24", "gray")
 
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"styp"}
 
-
-# --------------------------------------------------------------------------------------------------------------
-# probe
-# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -118,24 +105,10 @@ def probe(path: PathLike) -> VideoInfo:
         w, h = frame.width, frame.height
         if rotation in (90, 270):
             w, h = h, w
-        return VideoInfo(
-            path=str(path),
-            width=w,
-            height=h,
-            fps=float(fps_fraction),
-            fps_fraction=fps_fraction,
-            n_frames=n_frames,
-            rotation=rotation,
-            codec=stream.codec_context.name,
-            pix_fmt=stream.codec_context.pix_fmt or frame.format.name,
-            duration=duration,
-            n_frames_estimated=estimated,
-        )
+        pix_fmt = stream.codec_context.pix_fmt or frame.format.name
+        return VideoInfo(str(path), w, h, float(fps_fraction), fps_fraction, n_frames, rotation,
+                         stream.codec_context.name, pix_fmt, duration, n_frames_estimated=estimated)
 
-
-# --------------------------------------------------------------------------------------------------------------
-# decoding
-# --------------------------------------------------------------------------------------------------------------
 
 
 def iter_av_frames(
@@ -154,14 +127,8 @@ def iter_av_frames(
 
 
 def iter_frames(
-    path: PathLike,
-    *,
-    start: int = 0,
-    stop: Optional[int] = None,
-    step: int = 1,
-    size: Optional[tuple[int, int]] = None,
-    format: str = "rgb24",
-    threads: int = 0,
+    path: PathLike, *, start: int = 0, stop: Optional[int] = None, step: int = 1,
+    size: Optional[tuple[int, int]] = None, format: str = "rgb24", threads: int = 0,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream upright frames as ``(index, array)``; arrays are ``(H, W, 3)`` uint8 (``(H, W)`` for ``gray``).
 
@@ -182,12 +149,8 @@ def iter_frames(
 
 
 def read_frames(
-    path: PathLike,
-    indices: Sequence[int] | np.ndarray,
-    *,
-    size: Optional[tuple[int, int]] = None,
-    format: str = "rgb24",
-    threads: int = 0,
+    path: PathLike, indices: Union[Sequence[int], np.ndarray], *, size: Optional[tuple[int, int]] = None,
+    format: str = "rgb24", threads: int = 0,
 ) -> np.ndarray:
     """Return the frames at ``indices`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8, in that order.
 
@@ -197,10 +160,8 @@ def read_frames(
     """
     _check_output(size, format)
     idx = np.asarray(indices)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"indices must be a 1-D sequence of ints, got shape {idx.shape} dtype {idx.dtype}")
-    if idx.size and idx.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {int(idx.min())}")
+    if idx.ndim != 1 or (idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0)):
+        raise ValueError(f"indices must be a 1-D sequence of ints >= 0, got {idx.shape} {idx.dtype} array")
     if idx.size == 0:
         info = probe(path)
         w, h = size or (info.width, info.height)
@@ -224,8 +185,7 @@ def read_frames(
     if len(got) < len(wanted):
         missing = min(wanted - got.keys())
         raise VideoError(f"{path}: frame {missing} out of range (the video has {last + 1} frames)")
-    sample = got[lo]
-    out = np.empty((idx.size,) + sample.shape, sample.dtype)
+    out = np.empty((idx.size,) + got[lo].shape, np.uint8)
     for k, i in enumerate(idx.tolist()):
         out[k] = got[i]
     return out
@@ -262,34 +222,24 @@ def upright_to_stored_boxes(boxes: np.ndarray, rotation: int, upright_size: tupl
     return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------------------------
-
 
 def as_fraction(fps: FpsLike) -> Fraction:
     """Exact frame rate: ``Fraction`` kept, ``"30000/1001"`` parsed, NTSC floats (29.97, 23.976, 59.94...)
     snapped to ``N*1000/1001``, other floats rounded to a denominator <= 1001."""
-    if isinstance(fps, Fraction):
-        f = fps
-    elif isinstance(fps, str):
+    if isinstance(fps, (Fraction, int, np.integer, str)):
         try:
-            f = Fraction(fps.strip())
+            f = Fraction(fps.strip() if isinstance(fps, str) else int(fps) if isinstance(fps, np.integer) else fps)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"cannot parse frame rate {fps!r}") from None
-    elif isinstance(fps, (int, np.integer)):
-        f = Fraction(int(fps))
     else:
         x = float(fps)
-        if not np.isfinite(x):
-            raise ValueError(f"frame rate must be finite, got {fps!r}")
-        ntsc = round(x * 1.001)
-        if abs(x - round(x)) < 1e-6:
+        ntsc = round(x * 1.001) if np.isfinite(x) else 0
+        if np.isfinite(x) and abs(x - round(x)) < 1e-6:
             f = Fraction(round(x))
         elif ntsc > 0 and abs(x * 1.001 - ntsc) < 2e-3:
             f = Fraction(ntsc * 1000, 1001)
         else:
-            f = Fraction(x).limit_denominator(1001)
+            f = Fraction(x).limit_denominator(1001) if np.isfinite(x) else Fraction(0)
     if f <= 0 or f > 1000:
         raise ValueError(f"frame rate must be in (0, 1000], got {fps!r}")
     return f
@@ -309,21 +259,9 @@ class VideoWriter:
     """
 
     def __init__(
-        self,
-        path: PathLike,
-        *,
-        fps: FpsLike,
-        width: int,
-        height: int,
-        crf: int = 23,
-        pix_fmt: str = "yuv420p",
-        preset: str = "veryfast",
-        codec: str = "libx264",
-        gop: Optional[int] = None,
-        rotation: int = 0,
-        threads: int = 0,
-        time_base: Optional[Fraction] = None,
-        options: Optional[dict[str, str]] = None,
+        self, path: PathLike, *, fps: FpsLike, width: int, height: int, crf: int = 23, pix_fmt: str = "yuv420p",
+        preset: str = "veryfast", codec: str = "libx264", gop: Optional[int] = None, rotation: int = 0,
+        threads: int = 0, time_base: Optional[Fraction] = None, options: Optional[dict[str, str]] = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -378,11 +316,10 @@ class VideoWriter:
         odd_w = self.width % 2 and fmt.chroma_width(2) < 2
         odd_h = self.height % 2 and fmt.chroma_height(2) < 2
         if odd_w or odd_h:
-            raise VideoError(
-                f"{where} {pix_fmt} needs an even {'width' if odd_w else 'height'}, got {self.width}x{self.height}"
-                " (use an even size or pix_fmt='yuv444p')"
-            )
-        if not -12 <= int(crf) <= 63:
+            side = "width" if odd_w else "height"
+            raise VideoError(f"{where} {pix_fmt} needs an even {side}, got {self.width}x{self.height} "
+                             "(use an even size or pix_fmt='yuv444p')")
+        if not 0 <= int(crf) <= 51:
             raise VideoError(f"{where} crf must be in [0, 51], got {crf}")
         if _norm_rotation(rotation, strict=False) is None:
             raise VideoError(f"{where} rotation must be 0, 90, 180 or 270, got {rotation}")
@@ -393,9 +330,7 @@ class VideoWriter:
         """Append one ``(height, width, 3)`` uint8 RGB frame."""
         arr = np.asarray(frame_rgb)
         if arr.dtype != np.uint8 or arr.shape != (self.height, self.width, 3):
-            raise ValueError(
-                f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {arr.shape} {arr.dtype}"
-            )
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {arr.shape} {arr.dtype}")
         self.write_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24"), pts=pts)
 
     def write_frame(self, frame: av.VideoFrame, *, pts: Optional[int] = None) -> None:
@@ -460,10 +395,7 @@ class VideoWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self.close() if exc_type is None else self.abort()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -481,16 +413,10 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: FpsLike, **kw
         raise VideoError(f"{path}: no frames to write")
     h, w = np.asarray(first).shape[:2]
     with VideoWriter(path, fps=fps, width=w, height=h, **kwargs) as writer:
-        writer.write(first)
-        for frame in it:
+        for frame in (first, *()) if False else _chain(first, it):
             writer.write(frame)
-        count = writer.frames_written
-    return count
+    return writer.frames_written
 
-
-# --------------------------------------------------------------------------------------------------------------
-# internals
-# --------------------------------------------------------------------------------------------------------------
 
 
 class _Source:
@@ -502,17 +428,10 @@ class _Source:
         self._entries: Optional[tuple[np.ndarray, np.ndarray]] = None
         self._moved = False  # True once the container was seeked away from the start
         p = Path(path)
-        if not p.exists():
-            raise VideoError(f"{self.path}: not found")
-        if p.is_dir():
-            raise VideoError(f"{self.path}: is a directory, not a video file")
-        try:
-            size = p.stat().st_size
-        except OSError as exc:
-            raise VideoError(f"{self.path}: cannot read: {exc.strerror}") from None
-        if size == 0:
-            raise VideoError(f"{self.path}: empty file")
-        problem = _mp4_truncation(p, size)
+        if not p.exists() or p.is_dir():
+            raise VideoError(f"{self.path}: {'is a directory, not a video file' if p.is_dir() else 'not found'}")
+        size = p.stat().st_size
+        problem = "empty file" if size == 0 else _mp4_truncation(p, size)
         if problem:
             raise VideoError(f"{self.path}: {problem}")
         self._open()
@@ -537,25 +456,18 @@ class _Source:
         self.stream.thread_type = "AUTO"
         self.stream.thread_count = self.threads
 
-    def close(self) -> None:
-        self.container.close()
-
     def __enter__(self) -> "_Source":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self.container.close()
 
     def rotation(self, frame: av.VideoFrame) -> int:
         """Clockwise upright rotation from the frame's display matrix (else a legacy ``rotate`` tag)."""
         ccw = getattr(frame, "rotation", 0) or 0
-        if ccw:
-            return _norm_rotation(-ccw, strict=False) or 0
-        tag = self.stream.metadata.get("rotate")
-        try:
-            return _norm_rotation(int(float(tag)), strict=False) or 0 if tag else 0
-        except ValueError:
-            return 0
+        tag = self.stream.metadata.get("rotate", "0")
+        clockwise = -float(ccw) if ccw else float(tag) if tag.lstrip("-").replace(".", "", 1).isdigit() else 0.0
+        return _norm_rotation(clockwise, strict=False) or 0
 
     def frames(self, first: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """All frames from index ``first`` on (possibly a few before it), numbered exactly."""
@@ -646,9 +558,8 @@ class _Source:
         return self._entries
 
 
-def _select(
-    frames: Iterator[tuple[int, av.VideoFrame]], start: int, stop: Optional[int], step: int
-) -> Iterator[tuple[int, av.VideoFrame]]:
+def _select(frames: Iterator[tuple[int, av.VideoFrame]], start: int, stop: Optional[int],
+            step: int) -> Iterator[tuple[int, av.VideoFrame]]:
     for index, frame in frames:
         if stop is not None and index >= stop:
             return
@@ -657,10 +568,7 @@ def _select(
 
 
 def _to_array(frame: av.VideoFrame, rotation: int, size: Optional[tuple[int, int]], fmt: str) -> np.ndarray:
-    width: Optional[int] = None
-    height: Optional[int] = None
-    if size is not None:
-        width, height = (size[1], size[0]) if rotation in (90, 270) else size
+    width, height = (None, None) if size is None else (size[1], size[0]) if rotation in (90, 270) else size
     arr = frame.to_ndarray(width=width, height=height, format=fmt)
     return rotate_array(arr, rotation) if rotation else arr
 
@@ -703,21 +611,18 @@ def _mp4_truncation(path: Path, size: int) -> Optional[str]:
     """For ISO-BMFF files (MP4/MOV/M4A): a reason if the top-level boxes run past the end of the file."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8 or head[4:8] not in _MP4_BOXES:
+            if f.read(8)[4:8] not in _MP4_BOXES:
                 return None
             pos, seen = 0, set()
             while pos < size:
                 f.seek(pos)
                 header = f.read(16)
-                if len(header) < 8:
-                    return f"truncated (incomplete box header at byte {pos} of {size})"
-                box_size, kind = struct.unpack(">I4s", header[:8])
+                box_size, kind = struct.unpack(">I4s", header[:8]) if len(header) >= 8 else (-1, b"")
                 if box_size == 1:
-                    if len(header) < 16:
-                        return f"truncated (incomplete box header at byte {pos} of {size})"
-                    box_size = struct.unpack(">Q", header[8:16])[0]
-                elif box_size == 0:
+                    box_size = struct.unpack(">Q", header[8:16])[0] if len(header) == 16 else -1
+                if box_size == -1:
+                    return f"truncated (incomplete box header at byte {pos} of {size})"
+                if box_size == 0:
                     box_size = size - pos
                 if box_size < 8:
                     return None  # not a box structure we understand: leave it to FFmpeg

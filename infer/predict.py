@@ -171,6 +171,11 @@ def load_item(item: WorkItem, config: ExtractConfig, detector: Any = None) -> Lo
     return out
 
 
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
 class Prefetcher:
     """Loads items in a background thread, ``depth`` ahead of the consumer; yields :class:`Loaded` in input order.
 
@@ -198,11 +203,15 @@ class Prefetcher:
         return False
 
     def _work(self) -> None:
-        for item in self._items:
-            if self._stop.is_set():
-                return
-            if not self._put(self._load(item)):
-                return
+        try:
+            for item in self._items:
+                if self._stop.is_set():
+                    return
+                if not self._put(self._load(item)):
+                    return
+        except BaseException as e:  # a bug in the loader: hand it to the consumer instead of hanging it
+            self._put(_Failure(e))
+            return
         self._put(self._END)
 
     def __iter__(self) -> Iterator[Loaded]:
@@ -210,6 +219,8 @@ class Prefetcher:
             obj = self._q.get()
             if obj is self._END:
                 return
+            if isinstance(obj, _Failure):
+                raise obj.exc
             yield obj  # type: ignore[misc]
 
     def close(self) -> None:

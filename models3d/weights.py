@@ -84,9 +84,12 @@ class LoadReport:
     preset: Preset | None = None
 
     def __str__(self) -> str:
-        msg = f"loaded {self.loaded} tensors from {self.path} ({self.kind})"
-        if self.skipped or self.reinitialized:
-            msg += f"; head re-initialised, skipped {self.skipped}, new {self.reinitialized}"
+        msg = f"loaded {self.loaded} tensors from {self.path} ({self.kind}"
+        msg += f", prefix {self.stripped_prefix!r} stripped)" if self.stripped_prefix else ")"
+        if self.filled:
+            msg += f"; {len(self.filled)} BatchNorm counters absent, set to 0"
+        if self.reinitialized:
+            msg += f"; head re-initialised: skipped {self.skipped} from the file, new {self.reinitialized}"
         return msg
 
 
@@ -191,20 +194,23 @@ def _mismatch_message(path: Path, model: ClipClassifier, state: Mapping[str, Ten
                       missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
     """One line explaining why ``state`` does not fit ``model``."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    guess = identify_arch(shapes)
+    try:
+        guess = identify_arch(shapes)
+    except Exception:  # a third-party registered builder that cannot run on the meta device
+        guess = None
     if guess is not None and guess != model.arch:
         return f"{path} holds {guess} weights, expected {model.arch}"
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        parts.append(f"{len(missing)} keys missing (e.g. {missing[0]!r})")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
     if wrong:
         k = wrong[0]
-        parts.append(f"{len(wrong)} with wrong shape (e.g. {k!r}: file {shapes[k]}, "
+        parts.append(f"{len(wrong)} keys of wrong shape (e.g. {k!r}: file {shapes[k]}, "
                      f"model {tuple(model.state_dict()[k].shape)})")
     note = f"; the file says arch {meta['arch']!r}" if meta.get("arch") else ""
-    return f"{path} does not fit {model.arch}: {', '.join(parts)} keys{note}"
+    return f"{path} does not fit {model.arch}: {', '.join(parts)}{note}"
 
 
 def load_weights(model: ClipClassifier, weights: str | os.PathLike[str]) -> LoadReport:
@@ -279,10 +285,7 @@ def apply_state_dict(model: ClipClassifier, path: Path, raw: Mapping[str, Tensor
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"{path} has an invalid preset: {exc}") from None
         model.preset = report.preset
-    log.info("%s", report)
-    if report.reinitialized:
-        log.warning("%s: head re-initialised for %d classes; skipped from file: %s; new: %s",
-                    path, model.num_classes, report.skipped or "none", report.reinitialized)
+    log.log(logging.WARNING if report.reinitialized else logging.INFO, "%s: %s", model.arch, report)
     return report
 
 

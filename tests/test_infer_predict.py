@@ -231,3 +231,22 @@ def test_clip_and_prior_are_applied(tmp_path: Path):
     r = rows(out)
     assert float(r[0]["label"]) == 0.9 and float(r[0]["edge"]) == pytest.approx(1 / (1 + math.exp(-3)), abs=1e-5)
     assert float(r[1]["label"]) == 0.4 and r[1]["status"] == "no_face"
+
+
+def test_prefetcher_keeps_order_and_reraises_loader_bugs():
+    from infer.predict import Prefetcher
+
+    items = [WorkItem(f"v{i}.mp4", f"v{i}.mp4") for i in range(5)]
+    got = [x.item.filename for x in Prefetcher(items, lambda it: Loaded(it), depth=1)]
+    assert got == [it.filename for it in items]
+
+    def buggy(it: WorkItem) -> Loaded:
+        if it.filename == "v2.mp4":
+            raise KeyError("bug")
+        return Loaded(it)
+
+    seen = []
+    with pytest.raises(KeyError):
+        for x in Prefetcher(items, buggy, depth=1):
+            seen.append(x.item.filename)
+    assert seen == ["v0.mp4", "v1.mp4"]

@@ -67,13 +67,15 @@ def tiny_input(name: str, seed: int = 1) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    assert models3d.list_models() == ALL
+    names = models3d.list_models()
+    # Other test modules may register stand-ins (e.g. "tiny3d"); the five models are always there.
+    assert set(ALL) <= set(names) and names == sorted(names)
 
 
 def test_duplicate_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="already registered"):
         models3d.register_model("i3d", preset=models3d.get_preset("i3d"))(lambda **kw: None)
-    assert models3d.list_models() == ALL
+    assert models3d.get_spec("i3d").description.startswith("Inception-I3D")  # the original entry stays
 
 
 def test_register_new_name_then_build() -> None:
@@ -231,9 +233,10 @@ def test_wrong_input_rank_is_a_clear_error() -> None:
         fresh("seresnext50")(torch.zeros(2, 3, 4, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["i3d", "r3d34"])
+@pytest.mark.parametrize("name", ["i3d"] + [pytest.param(n, marks=pytest.mark.slow) for n in ALL if n != "i3d"])
 def test_no_graph_breaks(name: str) -> None:
-    """The hand-written models trace into a single graph (torch.compile fullgraph=True would succeed)."""
+    """Dynamo traces the whole forward into one graph (what torch.compile(fullgraph=True) needs). I3D, whose
+    padding is computed from the input shape in Python, runs in the fast suite; the others are marked slow."""
     model = fresh(name).eval()
     try:
         explanation = torch._dynamo.explain(model)(tiny_input(name))

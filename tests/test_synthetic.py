@@ -53,6 +53,25 @@ def test_boxes_are_where_the_faces_were_pasted(scenario: str) -> None:
         assert not changed[:12, :, 150:].any() and changed[12:28, :, 150:].any()
 
 
+def test_box_is_aligned_with_the_face_pixels() -> None:
+    from PIL import Image
+
+    frames, truth = frames_and_truth("one", width=240, height=180, n_frames=10, identities=[0], seed=1)
+    rgb, _, b = synthetic.face_template(0)  # identity 0 is the unmodified photo
+    face = rgb[round(b[1]) : round(b[3]), round(b[0]) : round(b[2])].mean(-1)
+
+    def match(t: int, dx: int, dy: int) -> float:
+        x1, y1, x2, y2 = np.round(truth.boxes["p0"][t]).astype(int) + [dx, dy, dx, dy]
+        crop = frames[t, y1:y2, x1:x2].mean(-1).astype(np.float32)
+        ref = np.asarray(Image.fromarray(face, "F").resize(crop.shape[::-1], Image.BILINEAR))
+        return float(np.corrcoef(ref.ravel(), crop.ravel())[0, 1])
+
+    for t in (0, 9):
+        exact = match(t, 0, 0)
+        assert exact > 0.97
+        assert all(exact > match(t, dx, dy) for dx, dy in [(-3, 0), (3, 0), (0, -3), (0, 3)])
+
+
 def test_scenarios_have_the_promised_geometry() -> None:
     _, crossing = render("crossing", width=240, height=180, n_frames=41, seed=1)
     p0, p1 = crossing.boxes["p0"], crossing.boxes["p1"]

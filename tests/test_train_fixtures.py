@@ -134,7 +134,7 @@ register_tiny_models()
 
 def launcher_script(path: Path) -> Path:
     """A script that registers the stand-ins and runs ``train.cli.main`` (for subprocesses and torchrun)."""
-    path.write_text(f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
+    path.write_text(f"import sys\nsys.path[:0] = [{str(TESTS_DIR.parent)!r}, {str(TESTS_DIR)!r}]\n"
                     "from test_train_fixtures import register_tiny_models\nregister_tiny_models()\n"
                     "from train.cli import main\nsys.exit(main())\n")
     return path

@@ -90,15 +90,30 @@ def test_read_frames_is_exact_with_seeking_unsorted_and_repeated_indices(clip, d
         read_frames(path, [5, 60])
 
 
-def test_read_frames_is_exact_for_open_gop_and_for_containers_without_a_full_index(tmp_path, clip) -> None:
+def test_read_frames_is_exact_for_open_and_closed_gops_and_without_a_full_index(tmp_path, clip) -> None:
     source = clip[1][:40]
-    for name, opts in (("open.mp4", {"x264-params": "open-gop=1:bframes=3:scenecut=0"}), ("plain.mkv", {})):
+    fixed_b = "bframes=3:b-adapt=0:scenecut=0"  # B-frames at every GOP boundary
+    cases = (("closed.mp4", {"x264-params": fixed_b}), ("open.mp4", {"x264-params": "open-gop=1:" + fixed_b}),
+             ("plain.mkv", {}))
+    for name, opts in cases:
         path = tmp_path / name
         video.write_video(path, source, fps=25, gop=10, options=opts)
         every = dict(iter_frames(path))
         assert len(every) == 40
         picked = read_frames(path, [33, 11, 25])
         assert all(np.array_equal(f, every[i]) for f, i in zip(picked, [33, 11, 25]))
+        with av.open(str(path)) as container:  # presentation order of the packets, independently of the code
+            packets = [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.pts is not None]
+        shown = sorted(pts for pts, _ in packets)
+        with video._Source(path, threads=0) as src:
+            plans = [src._seek_plan(k) for k in range(1, 40)]
+        for plan in filter(None, plans):  # a seek target's decode position is its presentation index
+            position, _, key_pts = plan
+            assert packets[position] == (key_pts, True) and shown[position] == key_pts
+        open_gop = any(key and shown.index(pts) != n for n, (pts, key) in enumerate(packets))
+        assert open_gop == (name == "open.mp4")
+        if name == "closed.mp4":
+            assert any(plans)
 
 
 def test_variable_frame_rate_keeps_timestamps_and_exact_access(tmp_path) -> None:

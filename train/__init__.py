@@ -1,1 +1,32 @@
-"""train."""
+"""train: datasets over face tubes, clip-consistent augmentation, CutMix/MixUp, and the ``train3d`` / ``train2d`` loop.
+
+Typical use from Python::
+
+    from train import TrainConfig, train, resolve_config
+    cfg = resolve_config(task="3d", arch="i3d", overrides={"data": "tubes/", "out": "runs/i3d"})
+    result = train(cfg)                       # or train(load_run_config("runs/i3d"), resume=True)
+
+The building blocks are usable on their own: :class:`TubeDataset` (PyAV decode of only the needed frames),
+:func:`train_transform` (torchvision v2 on ``tv_tensors.Video``), :func:`cutmix_cuboid` / :func:`cutmix_box` /
+:func:`mixup` (plain functions of ``(x, targets)``), :class:`EpochSampler` (per-epoch rebalancing, DDP shards),
+:func:`make_split` (group-aware, seeded). See docs/train.md.
+"""
+
+from .augment import train_transform, val_transform
+from .config import TrainConfig, load_run_config, resolve_config
+from .data import Batch, Sample, TubeDataset, collate, collate_frames, window_indices
+from .errors import TrainError
+from .loop import RunResult, Trainer, build_model, train
+from .metrics import evaluate, log_loss, roc_auc
+from .mixing import (apply_mix, cutmix_box, cutmix_cuboid, fake_probability, mixup, one_hot_targets,
+                     smooth_targets, soft_target_loss)
+from .sampling import EpochSampler, epoch_order, optimizer_steps
+from .splits import Split, load_records, make_split
+
+__all__ = [
+    "Batch", "EpochSampler", "RunResult", "Sample", "Split", "TrainConfig", "TrainError", "Trainer", "TubeDataset",
+    "apply_mix", "build_model", "collate", "collate_frames", "cutmix_box", "cutmix_cuboid", "epoch_order",
+    "evaluate", "fake_probability", "load_records", "load_run_config", "log_loss", "make_split", "mixup",
+    "one_hot_targets", "optimizer_steps", "resolve_config", "roc_auc", "smooth_targets", "soft_target_loss",
+    "train", "train_transform", "val_transform", "window_indices",
+]

@@ -133,6 +133,8 @@ class Trainer:
         self.best_val_loss = math.inf
         self.partial: dict[str, float] = {}
         self._seen_bad: set[str] = set()
+        self.files_written = 0  # checkpoint files written by this process (rank 0 only)
+        self.clips_seen = 0  # training clips this process has seen in this launch
         if resume:
             self._resume()
         elif env.is_main:
@@ -173,6 +175,10 @@ class Trainer:
                 sh.setFormatter(logging.Formatter("%(message)s"))
                 sh._facetubes_console = True  # type: ignore[attr-defined]
                 handlers.append(sh)
+        else:  # other ranks: their own lines (rank summary, unreadable tubes) on stderr, tagged with the rank
+            sh = logging.StreamHandler(sys.stderr)
+            sh.setFormatter(logging.Formatter(f"[rank {self.env.rank}] %(message)s"))
+            handlers.append(sh)
         for h in handlers:
             log.addHandler(h)
         return handlers
@@ -196,8 +202,11 @@ class Trainer:
         self.sampler = EpochSampler(self.train_set.labels, mode=cfg.sampling, seed=cfg.seed, rank=env.rank,
                                     world_size=env.world_size)
         pin = self.device.type == "cuda"
+        # Loaders draw their worker base seed from their own generator, not the global RNG, so that creating an
+        # iterator (e.g. after a mid-epoch resume) does not shift dropout masks; augmentation is seeded per sample.
+        loader_rng = torch.Generator().manual_seed(cfg.seed)
         workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                       prefetch_factor=2 if cfg.num_workers > 0 else None)
+                       prefetch_factor=2 if cfg.num_workers > 0 else None, generator=loader_rng)
         self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
                                        collate_fn=collate, drop_last=True, pin_memory=pin, **workers)
         val_bs = cfg.val_batch_size or (cfg.batch_size if self.is_3d else max(1, cfg.batch_size // 8))
@@ -228,6 +237,7 @@ class Trainer:
         if self.env.is_main:
             save_train_checkpoint(self.run_dir / "last.pt", self.model, train=state, config=self.cfg.to_dict(),
                                   metrics=metrics or {})
+            self.files_written += 1
 
     def _resume(self) -> None:
         ckpt = load_train_checkpoint(self.run_dir / "last.pt")
@@ -291,7 +301,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler.last_epoch < self.total_steps:
+        # optimizer step k ran at schedule position k - 1; the last step needs no further position (stepping past
+        # it would make OneCycleLR extrapolate, and stepping past total_steps raises, as in the published scripts)
+        if self.scheduler.last_epoch < self.total_steps - 1:
             self.scheduler.step()
         self.epoch_step += 1
         self.global_step += 1
@@ -335,6 +347,7 @@ class Trainer:
                 loss = soft_target_loss(logits, targets)
                 self.scaler.scale(loss * (weight / group_size)).backward()
             n = float(len(batch)) * weight
+            self.clips_seen += int(n)
             total_loss, total_n = all_reduce_sum([loss.item() * n, n], env, self.device)
             if not math.isfinite(total_loss):
                 raise TrainError(f"loss became {total_loss} at epoch {self.epoch + 1} step {self.epoch_step + 1}; "
@@ -411,14 +424,20 @@ class Trainer:
                 if improved:
                     save_train_checkpoint(self.run_dir / "best.pt", self.model, config=cfg.to_dict(), metrics=clean,
                                           epoch=self.epoch)
+                    self.files_written += 1
                 log.info("epoch %d/%d: train loss %.4f | val loss %.4f AUC %.3f acc %.3f (real %.3f, fake %.3f) | "
                          "%.1f clips/s | %d bad tubes%s", self.epoch, cfg.epochs, row["train_loss"],
                          row["val_loss"], row.get("val_auc", math.nan), row.get("val_acc", math.nan),
                          row.get("val_acc_real", math.nan), row.get("val_acc_fake", math.nan), row["clips_per_s"],
                          row["bad_tubes"], " | best" if improved else "")
             barrier(env)
-        if self.scheduler.last_epoch != self.total_steps and self.epoch == cfg.epochs and env.is_main:
-            log.warning("scheduler took %d of %d steps", self.scheduler.last_epoch, self.total_steps)
+        if self.epoch == cfg.epochs and self.global_step != self.total_steps and env.is_main:
+            log.warning("the run took %d optimizer steps; the schedule was planned for %d", self.global_step,
+                        self.total_steps)
+        if env.distributed:
+            checksum = sum(float(p.detach().double().sum()) for p in self.model.parameters())
+            log.info("rank %d/%d: %d optimizer steps, %d clips, %d checkpoint files written, weight checksum %.12e",
+                     env.rank, env.world_size, self.global_step, self.clips_seen, self.files_written, checksum)
         return RunResult(self.run_dir, row, self.best_val_loss, self.global_step, self.total_steps)
 
 
