@@ -1,10 +1,13 @@
 """Training-step speed and peak memory of every models3d network, FP32 against AMP, measured in the same run.
 
-One training step = forward + cross-entropy + backward on a random batch (no optimizer step). Each
-(model, precision) runs in its own spawned process so peak-memory figures do not leak between runs:
+One training step = forward + cross-entropy + backward on a random batch (no optimizer step). Per model, one
+spawned process builds the network once and times FP32 and AMP steps *interleaved* (one step of each in turn,
+``--iters`` rounds after ``--warmup``), so a busy machine slows both alike; figures are the median step time.
+Peak memory:
 
-- CUDA: ``torch.cuda.max_memory_allocated`` (weights + gradients + activations);
-- CPU: peak RSS growth of the worker over its RSS before the model is built (``ru_maxrss`` minus ``VmRSS``).
+- CUDA: ``torch.cuda.max_memory_allocated`` during that precision's steps (weights + gradients + activations);
+- CPU: in a separate fresh process per (model, precision), the peak RSS growth over one step
+  (``ru_maxrss`` minus the RSS before the model was built).
 
 Shapes default to each model's preset (training clip length and crop: I3D 64x224x224, the others 32x112x112,
 the 2D model 224x224); ``--frames`` / ``--size`` override them for every model.
@@ -25,9 +28,11 @@ import json
 import multiprocessing as mp
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import torch
@@ -80,50 +85,84 @@ def _build(name: str, shape: tuple[int, ...], device: str, channels_last: bool):
     return model, x, y
 
 
-def measure(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Time ``cfg['iters']`` training steps after ``cfg['warmup']``; returns clips/s and peak memory."""
+def time_steps(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time training steps of one model for every precision in ``cfg['precisions']``, interleaved.
+
+    After ``warmup`` steps per precision, ``iters`` rounds each run one step per precision in turn, so a noisy
+    machine slows all precisions alike; the median step time gives clips/s. On CUDA the peak memory of each
+    precision's steps is recorded too. Returns one row per precision.
+    """
     device, name = cfg["device"], cfg["model"]
     torch.manual_seed(0)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     shape = _shape(name, cfg["batch"], cfg["frames"], cfg["size"])
-    rss0 = _rss_mib()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     model, x, y = _build(name, shape, device, cfg["channels_last"])
+    precs = cfg["precisions"]
+    times: dict[Any, list[float]] = {p: [] for p in precs}
+    peaks = {p: 0.0 for p in precs}
     for _ in range(cfg["warmup"]):
-        _step(model, x, y, cfg["amp"], device)
-    _sync(device)
-    t0 = time.perf_counter()
+        for p in precs:
+            _step(model, x, y, p, device)
     for _ in range(cfg["iters"]):
-        _step(model, x, y, cfg["amp"], device)
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    return {**cfg, "shape": list(shape), "clips_per_s": cfg["batch"] * cfg["iters"] / elapsed,
-            "s_per_step": elapsed / cfg["iters"], "peak_mib": peak}
+        for p in precs:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            _sync(device)
+            t0 = time.perf_counter()
+            _step(model, x, y, p, device)
+            _sync(device)
+            times[p].append(time.perf_counter() - t0)
+            if device == "cuda":
+                peaks[p] = max(peaks[p], torch.cuda.max_memory_allocated() / 2**20)
+    rows = []
+    for p in precs:
+        med = statistics.median(times[p])
+        rows.append({"model": name, "amp": p, "shape": list(shape), "clips_per_s": cfg["batch"] / med,
+                     "s_per_step": med, "s_min": min(times[p]), "s_max": max(times[p]),
+                     "peak_mib": peaks[p] if device == "cuda" else None})
+    return rows
 
 
-def _worker(cfg: dict[str, Any], queue: Any) -> None:
+def cpu_peak_rss(cfg: dict[str, Any]) -> float:
+    """Peak RSS growth (MiB) of this process over one training step of one precision (``cfg['amp']``)."""
+    torch.manual_seed(0)
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    shape = _shape(cfg["model"], cfg["batch"], cfg["frames"], cfg["size"])
+    rss0 = _rss_mib()
+    model, x, y = _build(cfg["model"], shape, "cpu", cfg["channels_last"])
+    _step(model, x, y, cfg["amp"], "cpu")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+
+
+def _worker(job: str, cfg: dict[str, Any], queue: Any) -> None:
     try:
-        queue.put(measure(cfg))
+        queue.put(time_steps(cfg) if job == "time" else cpu_peak_rss(cfg))
     except Exception as exc:  # reported as a row, never fatal to the whole benchmark
-        queue.put({**cfg, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+        queue.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
 
 
-def run_isolated(cfg: dict[str, Any]) -> dict[str, Any]:
-    """:func:`measure` in a fresh spawned process (clean peak-memory counters)."""
+def run_isolated(job: str, cfg: dict[str, Any]) -> Any:
+    """Run ``job`` ("time" or "rss") in a fresh spawned process; an error comes back as a string."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(cfg, queue))
+    proc = ctx.Process(target=_worker, args=(job, cfg, queue))
     proc.start()
+    result = None
+    while result is None:
+        try:
+            result = queue.get(timeout=1.0)
+        except Empty:
+            if not proc.is_alive():  # died without answering (e.g. killed for memory); last look at the pipe
+                try:
+                    result = queue.get(timeout=1.0)
+                except Empty:
+                    break
     proc.join()
-    if not queue.empty():
-        return queue.get()
-    return {**cfg, "error": f"worker exited with code {proc.exitcode} (out of memory?)"}
+    if result is None:
+        result = f"worker exited with code {proc.exitcode} (out of memory?)"
+    return result
 
 
 def _fits(name: str, batch: int, args: argparse.Namespace, amp: str | None) -> tuple[bool, float]:
@@ -170,7 +209,7 @@ def max_batch(name: str, args: argparse.Namespace, amp: str | None) -> tuple[int
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    out = ["| model | input (B,C,T,H,W) | precision | clips/s | s/step | peak MiB | AMP/FP32 speed |",
+    out = ["| model | input (B,C,[T,]H,W) | precision | clips/s | s/step median (min-max) | peak MiB | AMP/FP32 speed |",
            "|---|---|---|---:|---:|---:|---:|"]
     fp32 = {r["model"]: r for r in rows if r["amp"] is None and "error" not in r}
     for r in rows:
@@ -182,8 +221,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         if r["amp"] is not None and r["model"] in fp32:
             ratio = f"{r['clips_per_s'] / fp32[r['model']]['clips_per_s']:.2f}x"
         shape = "x".join(map(str, r["shape"]))
-        out.append(f"| {r['model']} | {shape} | {prec} | {r['clips_per_s']:.2f} | {r['s_per_step']:.3f} | "
-                   f"{r['peak_mib']:.0f} | {ratio} |")
+        out.append(f"| {r['model']} | {shape} | {prec} | {r['clips_per_s']:.2f} | {r['s_per_step']:.3f} "
+                   f"({r['s_min']:.3f}-{r['s_max']:.3f}) | {r['peak_mib']:.0f} | {ratio} |")
     return "\n".join(out)
 
 
@@ -235,15 +274,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {'fp32' if amp is None else 'amp ' + amp}: max batch {b} "
                       f"({'x'.join(map(str, shape[1:]))}) within {args.budget_gb:g} GiB, peak {peak:.0f} MiB")
         return 0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
-        for amp in precisions:
-            cfg = {"model": name, "device": args.device, "batch": args.batch, "frames": args.frames,
-                   "size": args.size, "amp": amp, "channels_last": args.channels_last, "warmup": args.warmup,
-                   "iters": args.iters, "threads": args.threads}
-            rows.append(run_isolated(cfg))
-            print(json.dumps({k: rows[-1].get(k) for k in ("model", "amp", "clips_per_s", "peak_mib", "error")}),
-                  flush=True)
+        cfg = {"model": name, "device": args.device, "batch": args.batch, "frames": args.frames,
+               "size": args.size, "precisions": precisions, "channels_last": args.channels_last,
+               "warmup": args.warmup, "iters": args.iters, "threads": args.threads}
+        result = run_isolated("time", cfg)
+        if isinstance(result, str):
+            rows += [{"model": name, "amp": p, "error": result} for p in precisions]
+            continue
+        for row in result:
+            if args.device == "cpu":
+                rss = run_isolated("rss", {**cfg, "amp": row["amp"]})
+                row["peak_mib"] = rss if isinstance(rss, float) else float("nan")
+            print(json.dumps({k: row.get(k) for k in ("model", "amp", "clips_per_s", "peak_mib")}), flush=True)
+        rows += result
     print(_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -78,8 +78,8 @@ def summed_area_table(frames_nhwc: torch.Tensor) -> torch.Tensor:
     if frames_nhwc.device.type == "cpu":
         sat = torch.zeros(n, h + 1, w + 1, c, dtype=dtype)
         inner = sat.numpy()[:, 1:, 1:]
-        np.cumsum(frames_nhwc.numpy(), axis=1, dtype=inner.dtype, out=inner)
-        np.cumsum(inner, axis=2, out=inner)
+        np.cumsum(frames_nhwc.numpy(), axis=2, dtype=inner.dtype, out=inner)  # this order is ~2x faster
+        np.cumsum(inner, axis=1, out=inner)
         return sat
     sat = frames_nhwc.to(dtype).cumsum(1).cumsum(2)
     return F.pad(sat, (0, 0, 1, 0, 1, 0))
@@ -111,16 +111,14 @@ def area_crops(sat: torch.Tensor, image_idx: torch.Tensor, rows: tuple[torch.Ten
     k = image_idx.shape[0]
     ylo, yhi = _bins(rows[0], rows[1] - rows[0], sh)
     xlo, xhi = _bins(cols[0], cols[1] - cols[0], sw)
-    flat = sat.reshape(-1, c)
-    base = (image_idx.long() * (h1 * w1))[:, None, None]
-
-    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        return flat[(base + yy[:, :, None] * w1 + xx[:, None, :]).reshape(-1)]
-
-    total = at(yhi, xhi) - at(ylo, xhi) - at(yhi, xlo) + at(ylo, xlo)
-    count = ((yhi - ylo)[:, :, None] * (xhi - xlo)[:, None, :]).reshape(-1, 1)
-    out = total.to(torch.float32) / count.to(torch.float32)
-    return out.reshape(k, sh, sw, c).permute(0, 3, 1, 2)
+    # the four corners of every cell, one gather: (K, 2 rows, 2 cols, sh, sw) flat indices into sat
+    ry = torch.stack([yhi, ylo], 1) * w1 + (image_idx.long() * (h1 * w1))[:, None, None]
+    cx = torch.stack([xhi, xlo], 1)
+    corner = sat.view(-1, c).index_select(0, (ry[:, :, None, :, None] + cx[:, None, :, None, :]).view(-1))
+    v = corner.view(k, 2, 2, sh, sw, c)
+    total = (v[:, 0, 0] - v[:, 1, 0]) - (v[:, 0, 1] - v[:, 1, 1])  # exact integer box sums
+    count = ((yhi - ylo)[:, :, None] * (xhi - xlo)[:, None, :]).to(torch.float32)
+    return (total.to(torch.float32) / count[..., None]).permute(0, 3, 1, 2)
 
 
 def min_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -200,7 +198,7 @@ class _Nets:
         self.p_conv3 = (t(p.conv3.weight), t(p.conv3.bias))
         self.p_prelu = (t(p.prelu1.weight), t(p.prelu2.weight), t(p.prelu3.weight))
         hw, hb = head(p.conv4_1, p.conv4_2)
-        self.p_head = (hw, hb)  # 1x1 conv, 5 outputs: class logit difference, 4 box offsets
+        self.p_head = (hw.flatten(1), hb)  # 1x1 conv as a linear layer: class logit difference, 4 box offsets
 
         self.r_conv1 = first_conv(r.conv1)
         self.r_conv2 = (t(r.conv2.weight), t(r.conv2.bias))
@@ -219,13 +217,13 @@ class _Nets:
         self.o_head = head(o.dense6_1, o.dense6_2, o.dense6_3)
 
     def pnet(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3, h, w) float 0..255 -> (N, 5, h', w'): class logit difference, 4 box offsets."""
+        """x: (N, 3, h, w) float 0..255 -> (N, h', w', 5): class logit difference, 4 box offsets."""
         a1, a2, a3 = self.p_prelu
         x = F.prelu(F.conv2d(x, *self.p_conv1), a1)
         x = _maxpool_ceil(x, 2, 2)
         x = F.prelu(F.conv2d(x, *self.p_conv2), a2)
         x = F.prelu(F.conv2d(x, *self.p_conv3), a3)
-        return F.conv2d(x, *self.p_head)
+        return F.linear(x.permute(0, 2, 3, 1), *self.p_head)
 
     def rnet(self, x: torch.Tensor) -> torch.Tensor:
         """x: (K, 3, 24, 24) float 0..255 -> (K, 5): class logit difference, 4 box offsets."""
@@ -402,13 +400,13 @@ class FastMTCNN:
                 level = area_resize(sat, *size)
             else:
                 level = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
-            out = self.nets.pnet(self._layout(level))  # (N, 5, h', w')
-            prob = torch.sigmoid(out[:, 0])
+            out = self.nets.pnet(self._layout(level))  # (N, h', w', 5)
+            prob = torch.sigmoid(out[..., 0])
             idx = (prob >= t1).nonzero()  # (P, 3): frame, row, col
             if idx.shape[0] == 0:
                 continue
             fi, yy, xx = idx.unbind(1)
-            reg = out[fi, 1:5, yy, xx]  # (P, 4)
+            reg = out[fi, yy, xx, 1:5]  # (P, 4)
             cell = torch.stack([xx, yy], dim=1).to(torch.float32)
             q1 = ((_PNET_STRIDE * cell + 1) / s).floor()
             q2 = ((_PNET_STRIDE * cell + _PNET_CELL - 1 + 1) / s).floor()

@@ -29,7 +29,7 @@ from .detect import Detector, detector_scale, make_detector, scaled_size, to_det
 from .errors import OutputError, VideoError
 from .manifest import MANIFEST_NAME, MANIFEST_VERSION, write_manifest
 from .tracks import Detections, Track, build_tracks
-from .video import VideoInfo, VideoWriter, iter_frames, probe
+from .video import VideoInfo, VideoWriter, iter_av_frames, iter_frames, probe, rotate_array, upright_to_stored_boxes
 
 LOOSE_THRESHOLDS = (0.5, 0.5, 0.5)
 
@@ -171,20 +171,82 @@ def analyse(path: str | os.PathLike, config: ExtractConfig, detector: Optional[D
 # pass 2: crop
 
 
-def crop_pass(path: str | os.PathLike, plans: Sequence[CropPlan], size: int,
-              sink: Callable[[int, int, np.ndarray], None]) -> list[int]:
-    """Decode the frames covered by ``plans`` once and call ``sink(plan_index, frame_index, crop)`` for every
-    plan active at that frame, in frame order. Returns the number of frames delivered per plan."""
+_YUV420 = frozenset({"yuv420p", "yuvj420p"})
+
+
+def _plane(plane) -> np.ndarray:
+    """Writable ``(height, width)`` uint8 view of one plane of an ``av.VideoFrame`` (line padding dropped)."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def crop_yuv420(frame, box: Sequence[int], rotation: int = 0):
+    """Crop ``box`` (stored-frame pixels ``x1, y1, x2, y2``, even sides) out of a YUV 4:2:0 ``av.VideoFrame``
+    directly in its planes, padding outside the frame with black, and rotate it upright.
+
+    No colour conversion happens and the full frame is never converted to RGB: at 1080p this is what makes the
+    second pass cheap. Returns a new ``av.VideoFrame`` (same pixel format, colorspace and range).
+    """
+    import av
+
+    x1, y1, x2, y2 = (int(v) for v in box)
+    x1 -= x1 % 2
+    y1 -= y1 % 2
+    w, h = (x2 - x1) + (x2 - x1) % 2, (y2 - y1) + (y2 - y1) % 2
+    ow, oh = (h, w) if rotation in (90, 270) else (w, h)
+    out = av.VideoFrame(ow, oh, frame.format.name)
+    full_range = frame.format.name == "yuvj420p" or int(frame.color_range or 0) == 2
+    for i, (sub, fill) in enumerate(((1, 0 if full_range else 16), (2, 128), (2, 128))):
+        src = _plane(frame.planes[i])
+        bx1, by1, bw, bh = x1 // sub, y1 // sub, w // sub, h // sub
+        ix1, iy1 = max(bx1, 0), max(by1, 0)
+        ix2, iy2 = min(bx1 + bw, src.shape[1]), min(by1 + bh, src.shape[0])
+        if (ix1, iy1, ix2, iy2) == (bx1, by1, bx1 + bw, by1 + bh):
+            region = src[by1:by1 + bh, bx1:bx1 + bw]
+        else:
+            region = np.full((bh, bw), fill, np.uint8)
+            if ix2 > ix1 and iy2 > iy1:
+                region[iy1 - by1:iy2 - by1, ix1 - bx1:ix2 - bx1] = src[iy1:iy2, ix1:ix2]
+        _plane(out.planes[i])[:] = rotate_array(region, rotation) if rotation else region
+    out.colorspace = frame.colorspace
+    out.color_range = frame.color_range
+    return out
+
+
+def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan], size: int,
+              sink: Callable[[int, int, object], None], *, pix_fmt: str = "rgb24") -> list[int]:
+    """Decode the frames covered by ``plans`` once and call ``sink(plan_index, frame_index, frame)`` for every
+    plan active at that frame, in frame order; ``frame`` is a ``size x size`` ``av.VideoFrame`` in ``pix_fmt``.
+    Returns the number of frames delivered per plan.
+
+    YUV 4:2:0 sources (nearly all H.264) are cropped in their planes and only the small crop is scaled and
+    converted; other formats (10-bit, 4:4:4, RGB) go through an upright RGB frame and :func:`crop_frame`.
+    """
+    import av
+
     counts = [0] * len(plans)
     if not plans:
         return counts
     start = min(p.start for p in plans)
     stop = max(p.stop for p in plans)
-    for idx, frame in iter_frames(path, start=start, stop=stop):
+    stored = [upright_to_stored_boxes(p.boxes, info.rotation, (info.width, info.height)).round().astype(int)
+              for p in plans]
+    for idx, frame in iter_av_frames(path, start=start, stop=stop):
+        rgb = None
         for k, p in enumerate(plans):
-            if p.start <= idx < p.stop:
-                sink(k, idx, crop_frame(frame, p.boxes[idx - p.start], size))
-                counts[k] += 1
+            if not p.start <= idx < p.stop:
+                continue
+            if frame.format.name in _YUV420:
+                small = crop_yuv420(frame, stored[k][idx - p.start], info.rotation).reformat(
+                    width=size, height=size, format=pix_fmt)
+            else:
+                if rgb is None:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = rotate_array(rgb, info.rotation) if info.rotation else rgb
+                small = av.VideoFrame.from_ndarray(crop_frame(rgb, p.boxes[idx - p.start], size), format="rgb24")
+                if pix_fmt != "rgb24":
+                    small = small.reformat(format=pix_fmt)
+            sink(k, idx, small)
+            counts[k] += 1
     return counts
 
 
@@ -197,10 +259,10 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
     plans = [p for _, p in a.plans]
     arrays = [np.zeros((p.stop - p.start, config.size, config.size, 3), np.uint8) for p in plans]
 
-    def sink(k: int, idx: int, crop: np.ndarray) -> None:
-        arrays[k][idx - plans[k].start] = crop
+    def sink(k: int, idx: int, frame) -> None:
+        arrays[k][idx - plans[k].start] = frame.to_ndarray(format="rgb24")
 
-    counts = crop_pass(path, plans, config.size, sink)
+    counts = crop_pass(path, a.info, plans, config.size, sink)
     tubes = [Tube(tr, p, arr[:n]) for (tr, p), arr, n in zip(a.plans, arrays, counts) if n > 0]
     a.timings["crop_s"] = round(time.perf_counter() - t0, 4)
     return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings)
@@ -267,7 +329,8 @@ def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: 
         writers = [stack.enter_context(VideoWriter(work / f"{n}.mp4", fps=fps, width=config.size,
                                                    height=config.size, crf=config.crf, pix_fmt=config.pix_fmt,
                                                    preset=config.preset)) for n in names]
-        counts = crop_pass(path, plans, config.size, lambda k, _i, crop: writers[k].write(crop))
+        counts = crop_pass(path, info, plans, config.size, lambda k, _i, frame: writers[k].write_frame(frame),
+                           pix_fmt=config.pix_fmt)
     return counts
 
 

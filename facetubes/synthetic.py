@@ -29,15 +29,8 @@ from PIL import Image
 from .video import PathLike, VideoWriter, rotate_array
 
 __all__ = [
-    "SCENARIOS",
-    "FakeSpec",
-    "GroundTruth",
-    "render",
-    "make_video",
-    "make_dataset",
-    "make_bad_inputs",
-    "BAD_INPUT_REASONS",
-    "face_template",
+    "SCENARIOS", "BACKGROUNDS", "FakeSpec", "GroundTruth", "render", "make_video", "make_dataset", "make_bad_inputs",
+    "BAD_INPUT_REASONS", "face_template",
 ]
 
 SCENARIOS = ("one", "two", "crossing", "enter_leave", "edge", "none")
@@ -55,11 +48,6 @@ _PHOTO_FACE_BOX = (181.0, 62.0, 268.0, 172.0)
 _T_H = _TEMPLATE_ROWS[1] - _TEMPLATE_ROWS[0]
 _T_W = _TEMPLATE_COLS[1] - _TEMPLATE_COLS[0]
 _FACE_H = _PHOTO_FACE_BOX[3] - _PHOTO_FACE_BOX[1]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# identities
-# --------------------------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=128)
@@ -93,7 +81,7 @@ def face_template(identity: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
         rgb = _resize(rgb, w, _T_H)
         alpha = _resize(alpha, w, _T_H)
         box = box * [w / _T_W, 1, w / _T_W, 1]
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(alpha), box
+    return _frozen(np.ascontiguousarray(rgb), np.ascontiguousarray(alpha), box)
 
 
 @lru_cache(maxsize=256)
@@ -102,20 +90,23 @@ def _scaled_head(identity: int, height: int) -> tuple[np.ndarray, np.ndarray, np
     h0, w0 = alpha.shape
     width = max(2, round(w0 * height / h0))
     s = np.array([width / w0, height / h0, width / w0, height / h0])
-    return _resize(rgb, width, height), _resize(alpha, width, height), box * s
+    return _frozen(_resize(rgb, width, height), _resize(alpha, width, height), box * s)
+
+
+def _frozen(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make cached arrays read-only: callers must not change them."""
+    for x in (a, b, c):
+        x.setflags(write=False)
+    return a, b, c
 
 
 def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize of a float32 (h, w) or (h, w, 3) array with PIL (antialiased when shrinking)."""
     if arr.ndim == 2:
-        return np.asarray(Image.fromarray(arr.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
+        img = Image.fromarray(arr.astype(np.float32))
+        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
     chans = [_resize(arr[..., c], width, height) for c in range(arr.shape[2])]
     return np.stack(chans, axis=-1)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# fakes and ground truth
-# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -215,23 +206,10 @@ class GroundTruth:
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
-# rendering
-# --------------------------------------------------------------------------------------------------------------
-
-
 def render(
-    scenario: str = "two",
-    *,
-    width: int = 320,
-    height: int = 240,
-    n_frames: int = 80,
-    fps: float = 30,
-    seed: int = 0,
-    face_size: Optional[float] = None,
-    identities: Optional[Sequence[int]] = None,
-    fake: Union[None, bool, FakeSpec] = None,
-    background: Optional[str] = None,
+    scenario: str = "two", *, width: int = 320, height: int = 240, n_frames: int = 80, fps: float = 30,
+    seed: int = 0, face_size: Optional[float] = None, identities: Optional[Sequence[int]] = None,
+    fake: Union[None, bool, FakeSpec] = None, background: Optional[str] = None,
 ) -> tuple[Iterator[np.ndarray], GroundTruth]:
     """Upright RGB uint8 frames ``(height, width, 3)`` (a lazy iterator) and their :class:`GroundTruth`.
 
@@ -257,7 +235,7 @@ def render(
     wobble = 1.0 + 0.04 * np.sin(np.arange(n_frames)[None, :] * 2 * np.pi / 37.0 + rng.uniform(0, 6, (n_persons, 1)))
 
     spec = FakeSpec() if fake is True else (fake or None)
-    fake_flags = {p: bool(spec) and (spec.persons is None or p in spec.persons) for p in persons}
+    fake_flags = {p: spec is not None and (spec.persons is None or p in spec.persons) for p in persons}
     donors: dict[str, int] = {}
     frng = np.random.default_rng([int(seed), int(spec.seed) if spec else 0, 2])
     if spec:
@@ -266,7 +244,9 @@ def render(
                 donors[p] = int(spec.donor) if spec.donor is not None else ident + 1 + 2 * (spec.seed % 5)
     jitter = frng.uniform(-1, 1, size=(2, n_frames))
     direction = frng.normal(size=3)
-    shift = (spec.color_shift * 255.0 * direction / np.linalg.norm(direction)) if spec else np.zeros(3)
+    shift = np.zeros(3, np.float32)
+    if spec:
+        shift += spec.color_shift * 255.0 * direction / np.linalg.norm(direction)
 
     # Placement (integer top-left) and exact boxes for every frame, computed up front.
     boxes = {p: np.full((n_frames, 4), np.nan, np.float32) for p in persons}
@@ -300,9 +280,9 @@ def render(
                 if place[t][k] is None:
                     continue
                 x0, y0, hh = place[t][k]  # type: ignore[misc]
-                rgb, alpha, fbox = _scaled_head(ids[k], hh)
+                rgb, alpha, _ = _scaled_head(ids[k], hh)
                 if fake_flags[p] and spec is not None:
-                    rgb = _manipulate(rgb, fbox, donors[p], spec, jitter[:, t], shift)
+                    rgb = _manipulate(ids[k], hh, donors[p], spec, jitter[:, t], shift)
                 _paste(frame, rgb, alpha, x0, y0)
             yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
 
@@ -386,32 +366,37 @@ def _paste(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x0: int, y0: i
     region += a * rgb[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
 
 
-def _manipulate(
-    rgb: np.ndarray, fbox: np.ndarray, donor: int, spec: FakeSpec, jitter: np.ndarray, shift: np.ndarray
-) -> np.ndarray:
-    """Blend the donor's face into the inner face region of ``rgb``; the mask never leaves ``fbox``."""
+@lru_cache(maxsize=256)
+def _donor_head(identity: int, height: int, donor: int, warp: float, resolution: float) -> np.ndarray:
+    """The donor's head aligned on ``identity``'s face centre, scaled by ``1 + warp``, at low resolution."""
+    rgb, _, fbox = _scaled_head(identity, height)
     h, w = rgb.shape[:2]
-    x1, y1, x2, y2 = fbox
-    fw, fh = x2 - x1, y2 - y1
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.03 * fh
-    # donor head at the same size, warped by (1 + warp) about the face centre, rendered at low resolution
-    d_rgb, _, d_box = _scaled_head(donor, max(8, round(h * (1 + spec.warp))))
-    dcx, dcy = (d_box[0] + d_box[2]) / 2, (d_box[1] + d_box[3]) / 2 + 0.03 * (d_box[3] - d_box[1])
-    ox, oy = int(round(dcx - cx)), int(round(dcy - cy))
-    donor_img = np.empty_like(rgb)
-    donor_img[:] = rgb  # outside the donor's extent keep the original
+    d_rgb, _, d_box = _scaled_head(donor, max(8, round(h * (1 + warp))))
+    ox = int(round((d_box[0] + d_box[2]) / 2 - (fbox[0] + fbox[2]) / 2))
+    oy = int(round((d_box[1] + d_box[3]) / 2 - (fbox[1] + fbox[3]) / 2))
+    out = rgb.copy()  # outside the donor's extent keep the original
     sx0, sy0 = max(0, ox), max(0, oy)
     sx1, sy1 = min(d_rgb.shape[1], ox + w), min(d_rgb.shape[0], oy + h)
-    donor_img[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = d_rgb[sy0:sy1, sx0:sx1]
-    if spec.resolution < 1:
-        small = _resize(donor_img, max(2, round(w * spec.resolution)), max(2, round(h * spec.resolution)))
-        donor_img = _resize(small, w, h)
-    donor_img = np.clip(donor_img + shift.astype(np.float32), 0, 255)
+    out[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = d_rgb[sy0:sy1, sx0:sx1]
+    if resolution < 1:
+        out = _resize(_resize(out, max(2, round(w * resolution)), max(2, round(h * resolution))), w, h)
+    out.setflags(write=False)
+    return out
+
+
+def _manipulate(identity: int, height: int, donor: int, spec: FakeSpec, jitter: np.ndarray,
+                shift: np.ndarray) -> np.ndarray:
+    """``identity``'s head with the donor's face blended into the inner face region; the mask stays in the box."""
+    rgb, _, (x1, y1, x2, y2) = _scaled_head(identity, height)
+    h, w = rgb.shape[:2]
+    donor_img = np.clip(_donor_head(identity, height, donor, spec.warp, spec.resolution) + shift, 0, 255)
+    fw, fh = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.03 * fh
     # flickering soft elliptical mask, semi-axes at most (0.45, 0.45) of the face box: always inside it
     size = min(1.0 + 0.25 * spec.flicker * float(jitter[0]), 0.45 / 0.36)
     opacity = float(np.clip(spec.opacity * (1.0 + 0.3 * spec.flicker * float(jitter[1])), 0.0, 1.0))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
-    r = np.hypot((xx - cx) / (0.34 * fw * size), (yy - cy) / (0.36 * fh * size))
+    yy, xx = np.ogrid[0:h, 0:w]
+    r = np.hypot((xx + 0.5 - cx) / (0.34 * fw * size), (yy + 0.5 - cy) / (0.36 * fh * size))
     ramp = np.clip((1.0 - r) / 0.35, 0.0, 1.0)
     mask = (opacity * ramp * ramp * (3.0 - 2.0 * ramp))[..., None]  # smoothstep edge, zero for r >= 1
     return (rgb * (1 - mask) + donor_img * mask).astype(np.float32)
@@ -440,15 +425,11 @@ def _visibility(
                 ys0, ys1 = max(by1, y0), min(by2, y0 + alpha.shape[0])
                 xs0, xs1 = max(bx1, x0), min(bx2, x0 + alpha.shape[1])
                 if ys0 < ys1 and xs0 < xs1:
-                    cover[ys0 - by1 : ys1 - by1, xs0 - bx1 : xs1 - bx1] = alpha[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0] > 0.5
+                    head = alpha[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0]
+                    cover[ys0 - by1 : ys1 - by1, xs0 - bx1 : xs1 - bx1] = head > 0.5
                 seen &= ~cover
             out[p][t] = seen.sum() / area
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------------------------------------------
 
 
 def make_video(
@@ -584,8 +565,8 @@ def make_dataset(
         jobs.append((f"real_{i:0{width}d}.mp4", seed * 1000 + i, None, None, i))
     for j in range(n_fake):
         i = j % n_real
-        spec = replace(fake or FakeSpec(), seed=j)
-        jobs.append((f"fake_{j:0{width}d}.mp4", seed * 1000 + i, spec, f"real_{i:0{width}d}.mp4", i))
+        manipulation = replace(fake or FakeSpec(), seed=j)
+        jobs.append((f"fake_{j:0{width}d}.mp4", seed * 1000 + i, manipulation, f"real_{i:0{width}d}.mp4", i))
     for name, video_seed, spec, original, group in jobs:
         truth = make_video(out / name, scenario, seed=video_seed, fake=spec, **video_kw)
         if write_truth:

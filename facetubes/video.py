@@ -1,23 +1,20 @@
 """Video I/O on PyAV: probe, streaming decode, exact random access and atomic H.264 writing.
 
-Conventions (see docs/ARCHITECTURE.md):
-
-* Frame indices count decoded frames in presentation order from 0.
-* Frames come out **upright**: the display-matrix rotation that phones store in the container is applied.
-  ``rotation`` is always the clockwise angle (0/90/180/270) that turns stored pixels into upright ones.
-* Every problem with a file becomes a :class:`~facetubes.errors.VideoError` (or ``OutputError`` when writing)
-  whose one-line message names the file and the reason; no PyAV exception escapes.
-
-Decoding is streaming (memory does not grow with video length) and threaded. Only frames that are asked for
-are converted to RGB, and downscaling happens inside swscale during that conversion.
+Conventions (docs/ARCHITECTURE.md): frame indices count decoded frames in presentation order from 0; frames come
+out **upright** (the display-matrix rotation phones store is applied; ``rotation`` is always the clockwise angle
+0/90/180/270 that turns stored pixels upright); every problem with a file is a one-line
+:class:`~facetubes.errors.VideoError` (``OutputError`` when writing) naming the file; no PyAV exception escapes.
+Decoding streams (memory flat in video length) on threads; only requested frames are converted to RGB, with any
+downscale done inside swscale during that conversion.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +38,6 @@ OUTPUT_FORMATS = ("rgb24", "bgr24", "gray")
 """Pixel formats :func:`iter_frames` / :func:`read_frames` can return (``gray`` gives ``(H, W)`` arrays)."""
 
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"styp"}
-
 
 
 @dataclass(frozen=True)
@@ -86,29 +82,23 @@ def probe(path: PathLike) -> VideoInfo:
         first = next(src.frames(0), None)
         if first is None:
             raise VideoError(f"{src.path}: cannot decode: no video frame could be decoded")
-        frame = first[1]
-        rotation = src.rotation(frame)
-        stream, container = src.stream, src.container
-        fps_fraction = _stream_rate(stream)
-        if fps_fraction is None:
+        frame, stream = first[1], src.stream
+        rotation, rate = src.rotation(frame), _stream_rate(stream)
+        if rate is None:
             raise VideoError(f"{src.path}: unknown frame rate")
-        duration = 0.0
         if stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration:
-            duration = container.duration / av.time_base
-        n_frames, estimated = int(stream.frames or 0), False
-        if n_frames <= 0:
-            n_frames, estimated = max(1, round(duration * float(fps_fraction))), True
-        if duration <= 0:
-            duration = n_frames / float(fps_fraction)
-        w, h = frame.width, frame.height
-        if rotation in (90, 270):
-            w, h = h, w
+        else:
+            duration = (src.container.duration or 0) / av.time_base
+        n_frames = int(stream.frames or 0)
+        estimated = n_frames <= 0
+        if estimated:
+            n_frames = max(1, round(duration * rate))
+        duration = duration if duration > 0 else n_frames / float(rate)
+        w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
         pix_fmt = stream.codec_context.pix_fmt or frame.format.name
-        return VideoInfo(str(path), w, h, float(fps_fraction), fps_fraction, n_frames, rotation,
+        return VideoInfo(str(path), w, h, float(rate), rate, n_frames, rotation,
                          stream.codec_context.name, pix_fmt, duration, n_frames_estimated=estimated)
-
 
 
 def iter_av_frames(
@@ -172,16 +162,12 @@ def read_frames(
     with _Source(path, threads=threads) as src:
         rotation: Optional[int] = None
         last = -1
-        for index, frame in src.frames(lo):
-            last = index
-            if index > hi:
+        for last, frame in src.frames(lo):
+            if last in wanted:
+                rotation = src.rotation(frame) if rotation is None else rotation
+                got[last] = _to_array(frame, rotation, size, format)
+            if len(got) == len(wanted) or last > hi:
                 break
-            if index in wanted:
-                if rotation is None:
-                    rotation = src.rotation(frame)
-                got[index] = _to_array(frame, rotation, size, format)
-                if len(got) == len(wanted):
-                    break
     if len(got) < len(wanted):
         missing = min(wanted - got.keys())
         raise VideoError(f"{path}: frame {missing} out of range (the video has {last + 1} frames)")
@@ -222,40 +208,36 @@ def upright_to_stored_boxes(boxes: np.ndarray, rotation: int, upright_size: tupl
     return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
 
 
-
 def as_fraction(fps: FpsLike) -> Fraction:
     """Exact frame rate: ``Fraction`` kept, ``"30000/1001"`` parsed, NTSC floats (29.97, 23.976, 59.94...)
     snapped to ``N*1000/1001``, other floats rounded to a denominator <= 1001."""
-    if isinstance(fps, (Fraction, int, np.integer, str)):
+    if isinstance(fps, str):
         try:
-            f = Fraction(fps.strip() if isinstance(fps, str) else int(fps) if isinstance(fps, np.integer) else fps)
+            f = Fraction(fps.strip())
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"cannot parse frame rate {fps!r}") from None
+    elif isinstance(fps, (Fraction, int, np.integer)):
+        f = Fraction(int(fps)) if isinstance(fps, np.integer) else Fraction(fps)
     else:
-        x = float(fps)
-        ntsc = round(x * 1.001) if np.isfinite(x) else 0
-        if np.isfinite(x) and abs(x - round(x)) < 1e-6:
+        x = float(fps) if np.isfinite(fps) else 0.0
+        ntsc = round(x * 1.001)
+        if abs(x - round(x)) < 1e-6:
             f = Fraction(round(x))
-        elif ntsc > 0 and abs(x * 1.001 - ntsc) < 2e-3:
-            f = Fraction(ntsc * 1000, 1001)
         else:
-            f = Fraction(x).limit_denominator(1001) if np.isfinite(x) else Fraction(0)
+            f = Fraction(ntsc * 1000, 1001) if abs(x * 1.001 - ntsc) < 2e-3 else Fraction(x).limit_denominator(1001)
     if f <= 0 or f > 1000:
         raise ValueError(f"frame rate must be in (0, 1000], got {fps!r}")
     return f
 
 
 class VideoWriter:
-    """Atomic H.264 (MP4) writer; a context manager.
+    """Atomic H.264 (MP4) writer, a context manager. Frames go to ``<stem>.tmp<random><suffix>`` in the same
+    folder; :meth:`close` (or leaving the ``with`` block normally) renames it onto ``path``; an exception in the
+    block or :meth:`abort` deletes it. The frame rate is exactly ``fps`` (pass ``VideoInfo.fps_fraction``).
 
-    Frames go to ``<stem>.tmp<random><suffix>`` in the destination folder; :meth:`close` (or leaving the
-    ``with`` block normally) renames it onto ``path``; an exception in the block or :meth:`abort` deletes it.
-    The stream's frame rate is exactly ``fps`` (pass ``VideoInfo.fps_fraction`` to keep 29.97 as 30000/1001).
-
-    ``gop``: keyframe interval (None: the encoder's default, 250 for x264); shorter makes :func:`read_frames`
-    seek closer to any frame. ``rotation``: clockwise degrees a player must apply to show the frames upright
-    (written as a display-matrix tag). ``time_base`` + ``write(..., pts=)``: explicit timestamps for variable
-    frame rate output. ``threads``: encoder threads (0 = encoder's choice).
+    ``gop``: keyframe interval (None: encoder default, 250 for x264; shorter = faster random access, bigger
+    files). ``rotation``: clockwise degrees a player must apply to show frames upright (display-matrix tag).
+    ``time_base`` + ``write(..., pts=)``: explicit timestamps (variable frame rate). ``threads``: 0 = auto.
     """
 
     def __init__(
@@ -288,9 +270,8 @@ class VideoWriter:
             stream.codec_context.thread_count = threads
             if gop:
                 stream.codec_context.gop_size = int(gop)
-            opts = {"crf": str(crf), "preset": preset} if codec.startswith("libx26") else {}
-            opts.update(options or {})
-            stream.options = opts
+            x26x = {"crf": str(crf), "preset": preset} if codec.startswith("libx26") else {}
+            stream.options = {**x26x, **(options or {})}
             if self.rotation:
                 stream.set_display_rotation(-self.rotation)
             self._stream = stream
@@ -310,8 +291,8 @@ class VideoWriter:
         supported = {f.name for f in (enc.video_formats or ())}
         if supported and pix_fmt not in supported:
             raise VideoError(f"{where} {codec} cannot encode pix_fmt {pix_fmt!r} (supported: {sorted(supported)})")
-        if self.width < 2 or self.height < 2:
-            raise VideoError(f"{where} frame size {self.width}x{self.height} is too small")
+        if min(self.width, self.height) < 2 or max(self.width, self.height) > 16384:
+            raise VideoError(f"{where} frame size {self.width}x{self.height} is not supported")
         fmt = av.VideoFormat(pix_fmt)
         odd_w = self.width % 2 and fmt.chroma_width(2) < 2
         odd_h = self.height % 2 and fmt.chroma_height(2) < 2
@@ -379,23 +360,22 @@ class VideoWriter:
 
     def _discard(self) -> None:
         container, self._container = self._container, None
-        if container is not None:
-            try:
+        try:
+            if container is not None:
                 container.close()
-            except Exception:  # the file is deleted next; a failing close changes nothing
-                pass
-        tmp = getattr(self, "tmp_path", None)
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
+        except Exception:  # the file is deleted next; a failing close changes nothing
+            pass
+        if getattr(self, "tmp_path", None) is not None:
+            self.tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close() if exc_type is None else self.abort()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -403,20 +383,17 @@ class VideoWriter:
 
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: FpsLike, **kwargs: Any) -> int:
-    """Write RGB uint8 frames to an H.264 MP4 atomically; size taken from the first frame. Returns the count.
-
-    Keyword arguments go to :class:`VideoWriter` (``crf``, ``pix_fmt``, ``preset``, ``gop``, ``rotation``...).
-    """
+    """Write RGB uint8 frames atomically (size from the first frame; keywords go to :class:`VideoWriter`).
+    Returns the number of frames written."""
     it = iter(frames)
     first = next(it, None)
     if first is None:
         raise VideoError(f"{path}: no frames to write")
     h, w = np.asarray(first).shape[:2]
     with VideoWriter(path, fps=fps, width=w, height=h, **kwargs) as writer:
-        for frame in (first, *()) if False else _chain(first, it):
+        for frame in itertools.chain([first], it):
             writer.write(frame)
     return writer.frames_written
-
 
 
 class _Source:
@@ -426,7 +403,6 @@ class _Source:
         self.path = str(path)
         self.threads = threads
         self._entries: Optional[tuple[np.ndarray, np.ndarray]] = None
-        self._moved = False  # True once the container was seeked away from the start
         p = Path(path)
         if not p.exists() or p.is_dir():
             raise VideoError(f"{self.path}: {'is a directory, not a video file' if p.is_dir() else 'not found'}")
@@ -437,6 +413,7 @@ class _Source:
         self._open()
 
     def _open(self) -> None:
+        self._moved = False  # True once the container was moved away from the start
         try:
             self.container = av.open(self.path, "r")
         except PermissionError:
@@ -444,15 +421,13 @@ class _Source:
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise VideoError(f"{self.path}: not a video file or unsupported format ({_av_message(exc)})") from None
         streams = [s for s in self.container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
-        if not streams:
-            kinds = sorted({s.type for s in self.container.streams})
+        kinds = sorted({s.type for s in self.container.streams})
+        if not streams or streams[0].codec_context is None:
             self.container.close()
             found = f" (found: {', '.join(kinds)})" if kinds else ""
-            raise VideoError(f"{self.path}: no video stream{found}")
+            raise VideoError(f"{self.path}: " + (f"no video stream{found}" if not streams
+                                                 else "cannot decode: no decoder for this video codec"))
         self.stream = streams[0]
-        if self.stream.codec_context is None:
-            self.container.close()
-            raise VideoError(f"{self.path}: cannot decode: no decoder for this video codec")
         self.stream.thread_type = "AUTO"
         self.stream.thread_count = self.threads
 
@@ -463,11 +438,8 @@ class _Source:
         self.container.close()
 
     def rotation(self, frame: av.VideoFrame) -> int:
-        """Clockwise upright rotation from the frame's display matrix (else a legacy ``rotate`` tag)."""
-        ccw = getattr(frame, "rotation", 0) or 0
-        tag = self.stream.metadata.get("rotate", "0")
-        clockwise = -float(ccw) if ccw else float(tag) if tag.lstrip("-").replace(".", "", 1).isdigit() else 0.0
-        return _norm_rotation(clockwise, strict=False) or 0
+        """Clockwise upright rotation from the display matrix FFmpeg attaches to decoded frames."""
+        return _norm_rotation(-(getattr(frame, "rotation", 0) or 0), strict=False) or 0
 
     def frames(self, first: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """All frames from index ``first`` on (possibly a few before it), numbered exactly."""
@@ -490,9 +462,8 @@ class _Source:
     def _reopen(self) -> None:
         self.container.close()
         self._open()
-        self._moved = False
 
-    def _decode(self, index: int) -> Iterator[tuple[int, av.VideoFrame]]:
+    def _decode(self, index: int) -> Generator[tuple[int, av.VideoFrame], None, None]:
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():
@@ -502,12 +473,9 @@ class _Source:
             raise VideoError(f"{self.path}: cannot decode frame {index}: {_av_message(exc)}") from exc
 
     def _seek_plan(self, first: int) -> Optional[tuple[int, int, int]]:
-        """``(position, seek_timestamp, key_pts)`` for a keyframe at or before frame ``first`` (not frame 0) when
-        seeking there keeps frame numbers exact; else None (decode from the start).
-
-        In MP4/MOV the index lists every sample in decode order. A keyframe's position in that list equals its
-        presentation index when no later sample is shown before it (closed GOP): checked by demuxing its GOP.
-        """
+        """``(position, seek_timestamp, key_pts)`` of a keyframe at or before frame ``first`` (not frame 0) whose
+        position in the MP4/MOV sample index (decode order) is its presentation index, i.e. no later sample is
+        shown before it (closed GOP, checked by demuxing its GOP); else None: decode from the start."""
         entries = self._index()
         if entries is None:
             return None
@@ -523,8 +491,7 @@ class _Source:
             # FFmpeg's MP4 demuxer seeks on presentation time: aim at the keyframe's pts (dts + the stream's lag)
             seek_ts = int(dts[candidates[-1]]) + (head.pts - head.dts)
             self.container.seek(seek_ts, stream=self.stream, backward=True, any_frame=False)
-            key_pts: Optional[int] = None
-            position = 0
+            key_pts, position = None, 0
             for n, packet in enumerate(self.container.demux(self.stream)):
                 if packet.size == 0:
                     break  # end of the stream
@@ -546,12 +513,10 @@ class _Source:
 
     def _index(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
         if self._entries is None:
-            entries = getattr(self.stream, "index_entries", None)
-            n = len(entries) if entries is not None else 0
-            if n == 0 or (self.stream.frames and n != self.stream.frames):
+            entries = getattr(self.stream, "index_entries", None) or []  # MP4/MOV: every sample
+            if len(entries) == 0 or (self.stream.frames and len(entries) != self.stream.frames):
                 return None
-            rows = [(e.timestamp, e.is_keyframe, e.is_discard) for e in entries]
-            arr = np.array(rows, dtype=np.int64)
+            arr = np.array([(e.timestamp, e.is_keyframe, e.is_discard) for e in entries], dtype=np.int64)
             if arr[:, 2].any() or not arr[0, 1] or np.any(np.diff(arr[:, 0]) <= 0):
                 return None
             self._entries = (arr[:, 0], arr[:, 1].astype(bool))
@@ -574,11 +539,8 @@ def _to_array(frame: av.VideoFrame, rotation: int, size: Optional[tuple[int, int
 
 
 def _stream_rate(stream: Any) -> Optional[Fraction]:
-    for name in ("average_rate", "guessed_rate", "base_rate"):
-        rate = getattr(stream, name, None)
-        if rate:
-            return Fraction(rate)
-    return None
+    rates = [getattr(stream, name, None) for name in ("average_rate", "guessed_rate", "base_rate")]
+    return next((Fraction(r) for r in rates if r), None)
 
 
 def _check_range(start: int, stop: Optional[int], step: int) -> None:

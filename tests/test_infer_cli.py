@@ -217,7 +217,9 @@ def test_evaluate_single_class_and_bad_inputs(tmp_path, capsys):
     pred = write_predictions(tmp_path / "p.csv", [("a.mp4", 0.2, 1, "ok", ""), ("b.mp4", 0.4, 1, "ok", "")])
     labels = tmp_path / "labels.csv"
     labels.write_text("filename,label\na.mp4,0\nb.mp4,0\n")
-    assert main(["evaluate", str(pred), "-l", str(labels), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
+    from facetubes.cli import main as facetubes_main  # the sub-command through the entry-point group
+
+    assert facetubes_main(["evaluate", str(pred), "-l", str(labels), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["ensemble"]["auc"] is None and report["ensemble"]["eer"] is None
     assert any("undefined" in n for n in report["ensemble"]["notes"])

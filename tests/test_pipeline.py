@@ -172,3 +172,24 @@ def test_real_mtcnn_finds_both_people(tmp_path):
         p = _owner(t, truth)
         ious = [_iou(b, truth.boxes[p][f]) for f, b in zip(t["detections"]["frames"], t["detections"]["boxes"])]
         assert np.mean(ious) > 0.5 and min(t["detections"]["probs"]) > 0.9
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_yuv_plane_crop_equals_the_rgb_crop_including_padding(tmp_path, rotation):
+    from facetubes.crops import crop_frame
+    from facetubes.pipeline import crop_yuv420
+    from facetubes.video import iter_av_frames, rotate_array, upright_to_stored_boxes
+
+    video = tmp_path / "v.mp4"
+    make_video(video, "one", width=320, height=240, n_frames=3, seed=1, rotation=rotation)
+    info = probe(video)
+    _, frame = next(iter_av_frames(video))
+    rgb = rotate_array(frame.to_ndarray(format="rgb24"), rotation)
+    assert rgb.shape[:2] == (info.height, info.width)
+    for box in ([40, 30, 140, 130], [-30, -20, 70, 80], [info.width - 60, info.height - 50, info.width + 40,
+                                                         info.height + 50]):
+        ref = crop_frame(rgb, np.array(box), 64).astype(float)
+        stored = upright_to_stored_boxes(np.array([box]), rotation, (info.width, info.height))[0].round().astype(int)
+        got = crop_yuv420(frame, stored, rotation).reformat(width=64, height=64, format="rgb24").to_ndarray()
+        assert np.abs(got.astype(float) - ref).mean() < 6, box  # same pixels, only chroma/filter rounding
+        assert np.abs(np.rot90(got).astype(float) - ref).mean() > 2 * np.abs(got.astype(float) - ref).mean()

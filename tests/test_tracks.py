@@ -99,7 +99,7 @@ def test_crossing_people_keep_their_identity(occluded: bool) -> None:
     for t, truth in ((ta, a), (tb, b)):
         for f, bx in zip(t.frames, t.boxes):
             np.testing.assert_allclose(bx, truth[f // 10])
-    assert ta.n_detections + tb.n_detections == 25 if occluded else 26
+    assert ta.n_detections + tb.n_detections == (25 if occluded else 26)
     assert np.all(np.diff(ta.boxes[:, 0]) > 0) and np.all(np.diff(tb.boxes[:, 0]) < 0)
     assert ta.stop == tb.stop == 130
 

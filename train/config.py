@@ -90,7 +90,7 @@ class TrainConfig:
     blur_p: float = _f(0.1, "Gaussian blur probability")
     blur_sigma: tuple[float, float] = _f((0.8, 1.4), "Gaussian blur sigma range (kernel 7)")
     noise_p: float = _f(0.1, "Gaussian noise probability")
-    noise_std: float = _f(0.02, "Gaussian noise standard deviation (fraction of 255)")
+    noise_std: float = _f(0.01, "Gaussian noise standard deviation (fraction of 255), drawn per pixel and frame")
     bc_p: float = _f(0.25, "brightness/contrast probability")
     bc_limit: float = _f(0.2, "brightness/contrast factors drawn from 1 +- this")
 
