@@ -27,7 +27,7 @@ def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
         detect_long_side=a.detect_long_side, thresholds=tuple(a.thresholds), min_frames=a.min_frames,
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
-        detect_batch=a.detect_batch,
+        detect_batch=a.detect_batch, keyint=a.keyint,
     )
 
 
@@ -66,6 +66,8 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     g.add_argument("--crf", type=int, default=d.crf, help="x264 quality, lower is better (default: %(default)s)")
     g.add_argument("--pix-fmt", default=d.pix_fmt, help="tube pixel format (default: %(default)s)")
     g.add_argument("--preset", default=d.preset, help="x264 speed preset (default: %(default)s)")
+    g.add_argument("--keyint", type=int, default=d.keyint,
+                   help="keyframe interval of the tubes; smaller = faster random reads (default: %(default)s)")
 
 
 def _cmd_extract(a: argparse.Namespace) -> int:

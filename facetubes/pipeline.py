@@ -328,7 +328,7 @@ def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: 
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(VideoWriter(work / f"{n}.mp4", fps=fps, width=config.size,
                                                    height=config.size, crf=config.crf, pix_fmt=config.pix_fmt,
-                                                   preset=config.preset)) for n in names]
+                                                   preset=config.preset, gop=config.keyint)) for n in names]
         counts = crop_pass(path, info, plans, config.size, lambda k, _i, frame: writers[k].write_frame(frame),
                            pix_fmt=config.pix_fmt)
     return counts

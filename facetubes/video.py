@@ -278,7 +278,7 @@ class VideoWriter:
         except OSError as exc:
             self._discard()
             raise OutputError(f"{self.path}: cannot write: {_av_message(exc)}") from exc
-        except (av.error.FFmpegError, ValueError) as exc:
+        except (av.error.FFmpegError, ValueError, AttributeError) as exc:  # AttributeError: PyAV < 18, rotation
             self._discard()
             raise VideoError(f"{self.path}: cannot set up {codec} encoder: {_av_message(exc)}") from exc
 

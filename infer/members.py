@@ -5,7 +5,7 @@ forward pass per member. Everything that can be wrong with an ensemble file fail
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -81,7 +81,7 @@ def _create(m: MemberSpec, where: str) -> torch.nn.Module:
 
 
 def load_members(spec: EnsembleSpec, *, device: torch.device | str = "cpu", probe: bool = True,
-                 amp: bool = False, progress: Optional[callable] = None) -> list[Member]:  # type: ignore[valid-type]
+                 amp: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[Member]:
     """Load every member of ``spec``, failing at the first problem with a one-line ConfigError.
 
     Order of checks: the architecture names (against ``models3d.list_models()``), then that every weights file

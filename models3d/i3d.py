@@ -36,21 +36,23 @@ __all__ = ["InceptionI3d", "Unit3D", "InceptionModule", "same_pad", "i3d_head_po
 
 Triple = tuple[int, int, int]
 
-# (name, out channels of [b0, b1a, b1b, b2a, b2b, b3b]); "pool:<k>/<s>" entries are SAME max pools.
-_LAYOUT: tuple[tuple[str, Sequence[int] | str], ...] = (
-    ("MaxPool3d_2a_3x3", "pool:133/122"),
-    ("Conv3d_2b_1x1", ()),
-    ("Conv3d_2c_3x3", ()),
-    ("MaxPool3d_3a_3x3", "pool:133/122"),
+# Stages after Conv3d_1a_7x7, in order. Pools: ("pool", kernel, stride), TF "SAME" max pools.
+# Convs: ("conv", out_channels, kernel). Mixed: out channels of [b0, b1a, b1b, b2a, b2b, b3b].
+_POOL_133 = ("pool", (1, 3, 3), (1, 2, 2))
+_LAYOUT: tuple[tuple[str, tuple], ...] = (
+    ("MaxPool3d_2a_3x3", _POOL_133),
+    ("Conv3d_2b_1x1", ("conv", 64, (1, 1, 1))),
+    ("Conv3d_2c_3x3", ("conv", 192, (3, 3, 3))),
+    ("MaxPool3d_3a_3x3", _POOL_133),
     ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
     ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
-    ("MaxPool3d_4a_3x3", "pool:333/222"),
+    ("MaxPool3d_4a_3x3", ("pool", (3, 3, 3), (2, 2, 2))),
     ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
     ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
     ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
     ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
     ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
-    ("MaxPool3d_5a_2x2", "pool:222/222"),
+    ("MaxPool3d_5a_2x2", ("pool", (2, 2, 2), (2, 2, 2))),
     ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
     ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
 )
@@ -160,21 +162,18 @@ class InceptionI3d(ClipClassifier):
 
     classifier_name = "logits.conv3d"
 
-    def __init__(self, *, num_classes: int = 2, dropout: float = 0.5, in_channels: int = 3) -> None:
+    def __init__(self, *, num_classes: int = 2, dropout: float = 0.5) -> None:
         super().__init__(arch="i3d", preset=presets.I3D, num_features=1024, num_classes=num_classes)
-        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, (7, 7, 7), (2, 2, 2))
+        self.Conv3d_1a_7x7 = Unit3D(3, 64, (7, 7, 7), (2, 2, 2))
         channels = 64
         self.stages: list[str] = ["Conv3d_1a_7x7"]
         for name, spec in _LAYOUT:
-            if isinstance(spec, str):
-                k, s = spec[5:].split("/")
-                module: nn.Module = MaxPool3dSame(tuple(map(int, k)), tuple(map(int, s)))  # type: ignore[arg-type]
-            elif name == "Conv3d_2b_1x1":
-                module = Unit3D(channels, 64)
-                channels = 64
-            elif name == "Conv3d_2c_3x3":
-                module = Unit3D(channels, 192, (3, 3, 3))
-                channels = 192
+            module: nn.Module
+            if spec[0] == "pool":
+                module = MaxPool3dSame(spec[1], spec[2])
+            elif spec[0] == "conv":
+                module = Unit3D(channels, spec[1], spec[2])
+                channels = spec[1]
             else:
                 module = InceptionModule(channels, spec)
                 channels = module.out_channels
