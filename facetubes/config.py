@@ -69,7 +69,7 @@ class ExtractConfig:
     """x264 preset. Quality is fixed by ``crf``; the preset trades file size for speed."""
     keyint: Optional[int] = 64
     """Keyframe interval of the tubes. 64 makes the random reads of training ~3x cheaper than x264's default
-    (250) for ~30% larger files (benchmarks/results/video.md). None: x264's default."""
+    (250) for ~30% larger files (benchmarks/RESULTS.md, video section). None: x264's default."""
 
     def __post_init__(self) -> None:
         self.thresholds = tuple(float(t) for t in self.thresholds)  # type: ignore[assignment]

@@ -28,7 +28,8 @@ class TorchvisionVideoResNet(ClipClassifier):
     """A torchvision ``VideoResNet`` with the shared contract.
 
     Input ``(B, 3, T, H, W)`` in Kinetics normalisation (see ``preset``); output ``(B, num_classes)``;
-    ``forward_features`` gives ``(B, 512)``. Downsamples time by 8 and space by 16.
+    ``forward_features`` gives ``(B, 512)``. Downsamples space by 16; time by 8 for r2plus1d, not at all for
+    mc3 (its 2D stages 2-4 keep the time axis: a 32-frame clip ends as a ``32 x 7 x 7`` map at 112 px).
     """
 
     classifier_name = "fc"
