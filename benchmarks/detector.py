@@ -101,6 +101,16 @@ def agreement(ref, ours) -> dict:
             "min_iou": min(ious) if ious else float("nan"), "max_dprob": max(dps) if dps else float("nan")}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn, sync) -> tuple[float, float]:
     sync()
     w, c = time.perf_counter(), time.process_time()
@@ -116,7 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="480x270,710x398,960x540", help="detector input sizes WxH")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--frames", type=int, default=8, help="distinct frames per size (>= the largest batch)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per detector, size and batch")
+    ap.add_argument("--repeats", type=int, default=7, help="timed calls per detector, size and batch")
     ap.add_argument("--bilinear", action="store_true", help="also check FastMTCNN(pyramid='bilinear') agreement")
     ap.add_argument("--out", help="write the Markdown report here")
     args = ap.parse_args(argv)
@@ -167,13 +177,17 @@ def main(argv=None) -> int:
 
     lines = ["# MTCNN: facenet-pytorch `detect_face` vs `facetubes.mtcnn.FastMTCNN`", "",
              "Command (from the repository root):", "", "```",
-             "  ".join([".venv/bin/python benchmarks/detector.py"] + (argv if argv is not None else sys.argv[1:])),
+             " ".join([".venv/bin/python benchmarks/detector.py"] + (argv if argv is not None else sys.argv[1:])),
              "```", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device `{device}`, "
+             f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, device `{device}`"
+             f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s); load average "
              f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end (the machine is shared: compare the ratios, "
              "each taken in the same run). Median of "
-             f"{args.repeats} alternating calls per cell; wall-clock ms per frame, and the ratio of process CPU time.",
+             f"{args.repeats} alternating calls per cell; wall-clock ms per frame, and the ratio of process CPU time."
+             + (" glibc malloc settings from the environment: "
+                + ", ".join(f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")) + "."
+                if any(k.startswith("MALLOC_") for k in os.environ) else ""),
              "", "## Speed", "",
              "| detector input | batch | facenet ms/frame | FastMTCNN ms/frame | speedup (wall) | speedup (CPU time) |",
              "|---|---|---|---|---|---|"]

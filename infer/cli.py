@@ -42,7 +42,8 @@ def _add_detection_options(p: argparse.ArgumentParser) -> None:
                              "inference settings)")
     for flag, _field, typ, help_ in _DETECTION_FLAGS:
         kw: dict[str, Any] = {"choices": ("static", "follow")} if flag == "--crop" else {}
-        g.add_argument(flag, type=typ, default=None, metavar=None if kw else "N", help=help_, **kw)
+        metavar = None if kw else ("N" if typ is int else "X")
+        g.add_argument(flag, type=typ, default=None, metavar=metavar, help=help_, **kw)
     g.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
                    help="MTCNN stage thresholds (published: 0.8 0.8 0.9)")
     g.add_argument("--no-retry", dest="retry", action="store_false", default=None,

@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_extract_train_predict_evaluate(tmp_path: Path, capsys):
+def test_extract_train_predict_evaluate(tmp_path: Path):
     from facetubes.cli import main as facetubes_main
     from facetubes.synthetic import make_dataset
     from train.cli import main as train_main

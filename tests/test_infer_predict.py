@@ -107,12 +107,15 @@ def test_raw_videos_ok_no_face_and_error_rows(videos: Path, tmp_path: Path):
 
 
 def test_tubes_are_built_in_memory_without_writing_files(videos: Path, tmp_path: Path, monkeypatch):
+    import facetubes.pipeline as fp
     import facetubes.video as fv
 
     def no_writer(*a, **k):
         raise AssertionError("inference must not encode MP4 tubes")
 
-    monkeypatch.setattr(fv, "VideoWriter", no_writer)
+    for module in (fp, fv):
+        monkeypatch.setattr(module, "VideoWriter", no_writer)
+    monkeypatch.setattr(fp, "extract_tubes", no_writer)
     loaded = load_item(WorkItem("face.mp4", str(videos / "face.mp4"), video=videos / "face.mp4"), config(),
                        BrightDetector())
     assert not loaded.error and len(loaded.tubes) == 1
