@@ -27,8 +27,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
 
+# The whole pipeline on a synthetic sample (real face photos, real and manipulated videos): a few minutes on CPU.
 demo: $(STAMP)
-	$(PY) -m facetubes.demo --out $(DEMO)
+	rm -rf $(DEMO)
+	$(PY) -m facetubes sample $(DEMO)/videos --real 4 --fake 4 --scenario one --width 320 --height 240 --frames 72
+	$(PY) -m facetubes extract $(DEMO)/videos --out $(DEMO)/tubes --labels $(DEMO)/videos/metadata.json
+	$(PY) -m facetubes preview $(DEMO)/tubes --output $(DEMO)/preview.png
+	$(VENV)/bin/train3d --arch mc3 --data $(DEMO)/tubes --out $(DEMO)/run --epochs 1 --batch-size 4 \
+		--clip-len 8 --crop-size 64 --split column --no-progress
+	$(PY) -m facetubes predict $(DEMO)/videos --ensemble examples/demo-ensemble.yaml \
+		--out $(DEMO)/predictions.csv --per-model --quiet
+	$(PY) -m facetubes evaluate $(DEMO)/predictions.csv --labels $(DEMO)/videos/metadata.json --out $(DEMO)/eval
+	@echo "demo done: $(DEMO)/preview.png (what was extracted), $(DEMO)/run (training), $(DEMO)/eval (metrics, plots)"
 
 bench: $(STAMP)
 	$(PY) benchmarks/extract.py
