@@ -19,7 +19,7 @@ def __getattr__(name: str):
         "extract_tubes": "pipeline", "extract_tubes_in_memory": "pipeline", "Tube": "pipeline",
         "VideoTubes": "pipeline", "build_tracks": "tracks", "Track": "tracks", "Detections": "tracks",
         "plan_crops": "crops", "CropPlan": "crops", "probe": "video", "VideoInfo": "video",
-        "MTCNNDetector": "detect", "Detector": "detect", "extract_batch": "batch",
+        "MTCNNDetector": "detect", "FastMTCNN": "mtcnn", "Detector": "detect", "extract_batch": "batch",
     }
     if name in lazy:
         import importlib
@@ -32,5 +32,5 @@ __all__ = [
     "__version__", "ExtractConfig", "FacetubesError", "VideoError", "ConfigError", "OutputError",
     "TubeRecord", "Label", "read_index", "read_manifest", "load_labels", "rebuild_index",
     "extract_tubes", "extract_tubes_in_memory", "Tube", "VideoTubes", "build_tracks", "Track", "Detections",
-    "plan_crops", "CropPlan", "probe", "VideoInfo", "MTCNNDetector", "Detector", "extract_batch",
+    "plan_crops", "CropPlan", "probe", "VideoInfo", "MTCNNDetector", "FastMTCNN", "Detector", "extract_batch",
 ]

@@ -376,7 +376,8 @@ class FastMTCNN:
 
     def _as_tensor(self, frames) -> torch.Tensor:
         if isinstance(frames, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(frames))
+            frames = np.ascontiguousarray(frames)
+            x = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
         elif isinstance(frames, torch.Tensor):
             x = frames
         else:
