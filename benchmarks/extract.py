@@ -65,12 +65,13 @@ def make_inputs(folder: Path, n: int, n_frames: int, width: int, height: int) ->
 
 
 def peak_rss_mb(video: Path, out: Path, device: str) -> float:
-    """Peak RSS of a fresh process extracting one video (MiB)."""
+    """Peak RSS of a fresh process extracting one video (MiB), from /proc VmHWM (ru_maxrss would include the
+    high-water mark inherited from this parent process through fork)."""
     code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
+        "import sys; sys.path.insert(0, %r)\n"
         "from facetubes import ExtractConfig\nfrom facetubes.pipeline import extract_tubes\n"
         "extract_tubes(%r, %r, ExtractConfig(device=%r))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     ) % (str(ROOT), str(video), str(out), device)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])

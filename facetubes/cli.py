@@ -27,7 +27,7 @@ def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
         detect_long_side=a.detect_long_side, thresholds=tuple(a.thresholds), min_frames=a.min_frames,
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
-        detect_batch=a.detect_batch, keyint=a.keyint,
+        detect_batch=a.detect_batch, keyint=a.keyint, detector_threads=a.detector_threads,
     )
 
 
@@ -48,6 +48,8 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     g.add_argument("--thresholds", type=float, nargs=3, default=list(d.thresholds), metavar=("P", "R", "O"),
                    help="MTCNN stage thresholds (default: %(default)s)")
     g.add_argument("--detect-batch", type=int, default=d.detect_batch, help=argparse.SUPPRESS)
+    g.add_argument("--detector-threads", type=int, default=d.detector_threads, metavar="N",
+                   help="torch threads for CPU detection; 1 leaves the cores to the decoder (default: %(default)s)")
     g = p.add_argument_group("tracks and tubes")
     g.add_argument("--min-frames", type=int, default=d.min_frames,
                    help="shortest tube in frames (default: %(default)s)")

@@ -129,6 +129,32 @@ def analyse(path: str | os.PathLike, config: ExtractConfig, detector: Optional[D
         return _Analysis(info, [], [], [], 0.0, tuple(config.thresholds), "too_short",
                          f"video has {n_frames} frames, fewer than min_frames={config.min_frames}", timings)
     detector = detector or make_detector(config.device, config.thresholds)
+    with _detector_threads(config):
+        return _analyse(path, config, detector, info, n_frames, timings, t0)
+
+
+@contextlib.contextmanager
+def _detector_threads(config: ExtractConfig):
+    """Run CPU detection with ``config.detector_threads`` torch threads, restoring the setting afterwards.
+
+    FFmpeg decodes in its own threads during the detection pass; torch's OpenMP threads spinning on the same
+    cores made detection up to 8x slower on 2 cores (benchmarks/RESULTS.md), so one torch thread is the default.
+    """
+    if str(config.device).startswith("cuda") or not config.detector_threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.detector_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _analyse(path, config: ExtractConfig, detector: Detector, info: VideoInfo, n_frames: int, timings: dict,
+             t0: float) -> _Analysis:
     if hasattr(detector, "thresholds"):
         detector.thresholds = tuple(config.thresholds)  # type: ignore[attr-defined]
     detections, scale = detect_video(path, info, config, detector)
