@@ -248,6 +248,7 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
     converted; other formats (10-bit, 4:4:4, RGB) go through an upright RGB frame and :func:`crop_frame`.
     """
     import av
+    import av.video.reformatter
 
     counts = [0] * len(plans)
     if not plans:
@@ -256,14 +257,16 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
     stop = max(p.stop for p in plans)
     stored = [upright_to_stored_boxes(p.boxes, info.rotation, (info.width, info.height)).round().astype(int)
               for p in plans]
+    # one scaler per plan: a fresh frame's .reformat() would build a new SwsContext every call (4 ms each)
+    scalers = [av.video.reformatter.VideoReformatter() for _ in plans]
     for idx, frame in iter_av_frames(path, start=start, stop=stop):
         rgb = None
         for k, p in enumerate(plans):
             if not p.start <= idx < p.stop:
                 continue
             if frame.format.name in _YUV420:
-                small = crop_yuv420(frame, stored[k][idx - p.start], info.rotation).reformat(
-                    width=size, height=size, format=pix_fmt)
+                small = scalers[k].reformat(crop_yuv420(frame, stored[k][idx - p.start], info.rotation),
+                                            width=size, height=size, format=pix_fmt)
             else:
                 if rgb is None:
                     rgb = frame.to_ndarray(format="rgb24")
