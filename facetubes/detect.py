@@ -14,7 +14,7 @@ import numpy as np
 from .errors import ConfigError
 from .tracks import Detections
 
-__all__ = ["Detector", "FacenetMTCNN", "MTCNNDetector", "Detections", "detector_scale", "make_detector", "MIN_FACE_POLICY"]
+__all__ = ["Detector", "FacenetMTCNN", "Detections", "detector_scale", "make_detector", "MIN_FACE_POLICY"]
 
 #: The smallest face the default policy looks for: max(MIN_FACE_PX, MIN_FACE_FRACTION * short side) pixels.
 MIN_FACE_PX = 40.0

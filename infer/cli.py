@@ -8,13 +8,12 @@ Heavy imports (torch, models) happen inside the handlers so that ``facetubes --h
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from facetubes.config import ExtractConfig
-from facetubes.errors import ConfigError, FacetubesError, one_line
+from facetubes.errors import ConfigError
 
 __all__ = ["register_predict", "register_evaluate", "main", "extract_config_from_args"]
 
@@ -211,35 +210,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 # standalone entry point
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m infer.cli", description="Ensemble prediction and evaluation.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details, tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register_predict(sub)
-    register_evaluate(sub)
-    return parser
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m infer.cli predict|evaluate ...``: same handlers and error handling as ``facetubes``."""
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    if not getattr(a, "handler", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        return int(a.handler(a) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except FacetubesError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as e:
-        if a.verbose:
-            raise
-        print(f"error: {one_line(e)} (rerun with -v for details)", file=sys.stderr)
-        return EXIT_USAGE
+    """``python -m infer.cli predict|evaluate ...``: the ``facetubes`` command (same parser, same error handling;
+    predict and evaluate reach it through the ``facetubes.commands`` entry points)."""
+    from facetubes.cli import main as facetubes_main
+
+    return facetubes_main(argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Fakes come from ``facetubes.synthetic``: another identity's face blended into the face region through a soft mask
 whose size and opacity flicker from frame to frame, at half resolution and with a colour mismatch. Tubes are cut
-directly around the ground-truth face box (a square following the face, 1.6x its side), so no detector is needed.
+directly around the ground-truth face box (a square following the face, 1.15x its side: extraction crops
+the face box with no margin, the slack of a static union box aside), so no detector is needed.
 Every real video has its own identity and each fake shares its original's group, so the group split holds out
 identities: validation faces are never seen in training.
 
@@ -32,7 +33,7 @@ LEARN_FLAGS = ["--arch", "mc3", "--clip-len", "8", "--crop-size", "64", "--batch
                "--lr", "2e-3", "--val-fraction", "0.25", "--num-workers", "2", "--device", "cpu", "--seed", "0"]
 
 
-def _face_square(box: np.ndarray, scale: float = 1.6) -> np.ndarray:
+def _face_square(box: np.ndarray, scale: float = 1.15) -> np.ndarray:
     x1, y1, x2, y2 = box
     side = scale * max(x2 - x1, y2 - y1)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
