@@ -55,14 +55,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         if tp is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
         elif origin is list:
-            p.add_argument(flag, nargs="+", metavar="NAME", help=help_)
+            p.add_argument(flag, nargs="+", metavar=f.metadata.get("metavar", "NAME"), help=help_)
         elif origin is tuple:
             p.add_argument(flag, nargs=2, metavar=("MIN", "MAX"), help=help_)
         elif origin is Literal:
             p.add_argument(flag, choices=typing.get_args(tp), help=help_)
         else:
             kind = args[0] if args else tp
-            metavar = {int: "N", float: "X"}.get(kind, "VALUE")
+            metavar = f.metadata.get("metavar") or {int: "N", float: "X"}.get(kind, "VALUE")
             p.add_argument(flag, metavar=metavar, help=help_)
     return p
 

@@ -38,11 +38,13 @@ class TrainConfig:
     """Everything that decides a training run. Field names are the flags: ``batch_size`` -> ``--batch-size``."""
 
     # --- what to train on ---------------------------------------------------------------------------------------
-    arch: str = _f("i3d", "model name from the models3d registry")
-    data: str = _f("", "tubes folder holding index.csv, or the index.csv path")
-    out: str = _f("", "run folder (checkpoints, metrics, config.yaml)")
-    labels: list[str] = _f([], "label files (DFDC metadata.json or CSV) that replace the index's labels")
-    weights: Optional[str] = _f(None, "initial weights: an upstream checkpoint or a facetubes checkpoint")
+    arch: str = _f("i3d", "model name from the models3d registry", metavar="NAME")
+    data: str = _f("", "tubes folder holding index.csv, or the index.csv path", metavar="TUBES")
+    out: str = _f("", "run folder (checkpoints, metrics, config.yaml)", metavar="RUN_DIR")
+    labels: list[str] = _f([], "label files (DFDC metadata.json or CSV) that replace the index's labels",
+                           metavar="FILE")
+    weights: Optional[str] = _f(None, "initial weights: an upstream or facetubes checkpoint, or a pretrained name "
+                                      "(kinetics400, imagenet) found in $TORCH_HOME", metavar="FILE")
     task: Task = _f("3d", "3d: clips and 2-class cross-entropy; 2d: frames and BCE (set by the command)", flag=False)
 
     # --- clips --------------------------------------------------------------------------------------------------
@@ -95,7 +97,8 @@ class TrainConfig:
     bc_limit: float = _f(0.2, "brightness/contrast factors drawn from 1 +- this")
 
     # --- runtime ------------------------------------------------------------------------------------------------
-    device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU")
+    device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU",
+                     metavar="DEVICE")
     amp: Literal["auto", "bf16", "fp16", "none"] = _f("auto", "mixed precision (auto: bf16 or fp16 on CUDA, none on CPU)")
     channels_last: bool = _f(True, "channels_last(_3d) memory format for model and input on CUDA "
                                             "(never on CPU, where 3D convolutions are slower with it)")

@@ -39,6 +39,9 @@ from .splits import Split, load_records, make_split, read_split, summarize, writ
 
 log = logging.getLogger("train")
 
+MAX_BAD_TUBES = 20
+"""An epoch stops the run only when its failed tube reads exceed both this and its good clips."""
+
 
 @dataclass
 class RunResult:
@@ -88,6 +91,8 @@ class Trainer:
         self._check_run_dir(resume)
         self._log_handlers = self._setup_logging()
         self.device = resolve_device(cfg.device, env)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick the fastest kernels
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
 
         records = load_records(cfg.data, cfg.labels)
@@ -166,16 +171,17 @@ class Trainer:
         handlers: list[logging.Handler] = []
         if log.level == logging.NOTSET:
             log.setLevel(logging.INFO)
+        # a console handler unless the application has configured logging itself (then records propagate to it)
+        console = not logging.getLogger().handlers
         if self.env.is_main:
             fh = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             handlers.append(fh)
-            if not any(getattr(h, "_facetubes_console", False) for h in log.handlers):
+            if console:
                 sh = logging.StreamHandler(sys.stdout)
                 sh.setFormatter(logging.Formatter("%(message)s"))
-                sh._facetubes_console = True  # type: ignore[attr-defined]
                 handlers.append(sh)
-        else:  # other ranks: their own lines (rank summary, unreadable tubes) on stderr, tagged with the rank
+        elif console:  # other ranks: their own lines (rank summary, unreadable tubes) on stderr, tagged
             sh = logging.StreamHandler(sys.stderr)
             sh.setFormatter(logging.Formatter(f"[rank {self.env.rank}] %(message)s"))
             handlers.append(sh)
@@ -371,6 +377,9 @@ class Trainer:
         seconds = elapsed_before + time.monotonic() - t0
         bad_total = all_reduce_sum([bad], env, self.device)[0] if env.distributed else bad
         self.partial = {}
+        if bad_total > max(MAX_BAD_TUBES, n_sum):  # most reads failed: a vanished disk, not a few corrupt files
+            raise TrainError(f"{int(bad_total)} tube reads failed in epoch {self.epoch + 1} against {int(n_sum)} "
+                             f"good clips; is {self.cfg.data} reachable? (last good checkpoint kept)")
         return {"train_loss": loss_sum / max(n_sum, 1.0), "train_clips": int(n_sum), "epoch_time_s": seconds,
                 "clips_per_s": n_sum / max(seconds, 1e-9), "bad_train": bad_total}
 
