@@ -13,12 +13,14 @@ import contextlib
 import datetime as _dt
 import glob
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -102,13 +104,58 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
         batch.clear()
         batch_idx.clear()
 
-    for idx, frame in iter_frames(path, stop=stop, step=config.detect_every, size=size):
+    for idx, frame in prefetch(iter_frames(path, stop=stop, step=config.detect_every, size=size)):
         batch.append(frame)
         batch_idx.append(idx)
         if len(batch) >= batch_size:
             flush()
     flush()
     return detections, scale
+
+
+def prefetch(items: Iterable, depth: int = 8) -> Iterator:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead.
+
+    PyAV releases the GIL while FFmpeg decodes and converts, and torch while it computes, so decoding the next
+    frames overlaps detection (pass 1) and cropping + encoding (pass 2) instead of waiting for them. Exceptions
+    from the producer are re-raised in the consumer; stopping early stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # handed to the consumer
+            q.put(_Raised(e))
+
+    t = threading.Thread(target=produce, name="facetubes-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.01)
+
+
+@dataclass
+class _Raised:
+    error: BaseException
 
 
 def _rescale(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -259,7 +306,7 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
               for p in plans]
     # one scaler per plan: a fresh frame's .reformat() would build a new SwsContext every call (4 ms each)
     scalers = [av.video.reformatter.VideoReformatter() for _ in plans]
-    for idx, frame in iter_av_frames(path, start=start, stop=stop):
+    for idx, frame in prefetch(iter_av_frames(path, start=start, stop=stop)):
         rgb = None
         for k, p in enumerate(plans):
             if not p.start <= idx < p.stop:

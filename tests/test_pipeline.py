@@ -193,3 +193,29 @@ def test_yuv_plane_crop_equals_the_rgb_crop_including_padding(tmp_path, rotation
         got = crop_yuv420(frame, stored, rotation).reformat(width=64, height=64, format="rgb24").to_ndarray()
         assert np.abs(got.astype(float) - ref).mean() < 6, box  # same pixels, only chroma/filter rounding
         assert np.abs(np.rot90(got).astype(float) - ref).mean() > 2 * np.abs(got.astype(float) - ref).mean()
+
+
+def test_prefetch_keeps_order_reraises_errors_and_stops_its_thread():
+    import threading
+
+    from facetubes.pipeline import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise VideoError("v.mp4: cannot decode: broken packet")
+
+    got = []
+    with pytest.raises(VideoError, match="broken packet"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1]
+    before = threading.active_count()
+    for x in prefetch(iter(range(10_000)), depth=2):
+        if x == 5:
+            break
+    import time
+
+    time.sleep(0.1)
+    assert threading.active_count() <= before  # the producer thread ended with the consumer
