@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the generated inputs (kept between runs)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 10 s vs 60 s RSS measurement")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--compare-prefetch", type=int, default=0, metavar="RUNS",
+                    help="A/B: extract the first video RUNS times with and without the decode thread, alternating")
     a = ap.parse_args()
 
     work = Path(a.work or tempfile.gettempdir()) / "facetubes-bench"
@@ -122,6 +124,23 @@ def main() -> None:
     print(f"where the time goes (median): decode+downscale pass {med['decode_convert']:.2f} s, "
           f"detection {detect_only:.2f} s, second decode+crop+encode {med['crop_encode']:.2f} s")
     result = {"device": a.device, "rows": rows, "median": med, "detect_only": detect_only}
+    if a.compare_prefetch:
+        import statistics
+
+        import facetubes.pipeline as pipeline
+
+        real = pipeline.prefetch
+        times: dict[str, list[float]] = {"with": [], "without": []}
+        for _ in range(a.compare_prefetch):
+            for mode in times:
+                pipeline.prefetch = real if mode == "with" else (lambda it, depth=8: iter(it))
+                t0 = time.perf_counter()
+                extract_tubes(videos[0], work / "out", cfg, detector=detector)
+                times[mode].append(time.perf_counter() - t0)
+        pipeline.prefetch = real
+        print("decode thread A/B (median s): " + ", ".join(
+            f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in times.items()))
+        result["prefetch_ab"] = times
     if not a.no_memory:
         short = videos[0]
         long_v = make_inputs(work, 1, 1800, 1920, 1080)[0]
