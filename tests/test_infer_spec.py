@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from facetubes.errors import ConfigError
-from infer.cli import build_parser, extract_config_from_args
+from facetubes.cli import build_parser
+from infer.cli import extract_config_from_args
 from infer.spec import load_spec, parse_spec
 
 ARCHS = ["i3d", "mc3", "r2plus1d", "r3d34", "seresnext50"]

@@ -10,7 +10,8 @@ identities: validation faces are never seen in training.
 The same data and command are used for the figures in benchmarks/results/train.md::
 
     python tests/test_train_learns.py /tmp/synth_tubes          # writes /tmp/synth_tubes/index.csv + tubes
-    train3d --arch mc3 --data /tmp/synth_tubes --out /tmp/synth_run <LEARN_FLAGS below>
+    train3d --data /tmp/synth_tubes --out /tmp/synth_run --arch mc3 --clip-len 8 --crop-size 48 --batch-size 8 \
+            --epochs 16 --lr 3e-4 --val-fraction 0.25 --num-workers 1 --device cpu --seed 0      # = LEARN_FLAGS
 """
 
 from __future__ import annotations

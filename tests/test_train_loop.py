@@ -9,6 +9,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train_fixtures import make_tube_set
@@ -146,6 +147,17 @@ def test_corrupt_tube_is_skipped_counted_and_logged(tubes: Path, tmp_path: Path)
     assert str(victim.path) in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_unreachable_data_stops_the_run_instead_of_training_on_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "tubes"
+    make_tube_set(data, n_groups=6, size=24, n_frames=8)
+    split = make_split(load_records(data), mode="random", val_fraction=0.34, seed=0)
+    for r in split.train:  # every training read fails: batches come out empty (a zero-weight stand-in runs)
+        r.path.write_bytes(b"gone")
+    with pytest.raises(TrainError, match=r"tube reads failed in epoch 1 against 0 good clips"):
+        train(tiny(data, tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_cli_errors_are_one_line(tubes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     reals = [r for r in read_index(tubes) if r.label == 0]
     from facetubes.manifest import write_index
@@ -209,20 +221,21 @@ def test_train2d_frames_bce_and_median_validation(tubes: Path, tmp_path: Path,
     seen = _spy_validation(monkeypatch)
     run = tmp_path / "run"
     cfg = dataclasses.replace(tiny(tubes, run, arch="tiny2d", epochs=2, crop_size=16, clip_len=None,
-                                   mix="mixup_or_cutmix", val_frames=3, val_batch_size=2, hflip_p=0.5, vflip_p=0.5,
+                                   mix="mixup_or_cutmix", val_frames=4, val_batch_size=2, hflip_p=0.5, vflip_p=0.5,
                                    channel_perm_p=1.0, rrc=False), task="2d").validate()
     result = train(cfg)
     assert result.global_step == 4 and 0 <= result.metrics["val_auc"] <= 1
-    assert seen == [(3, 3), (3, 3)] * 2  # 4 validation tubes x 3 frames, 2 tubes per batch, 2 epochs
+    assert seen == [(4, 4), (4, 4)] * 2  # 4 validation tubes x 4 frames, 2 tubes per batch, 2 epochs
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["num_classes"] == 1 and ckpt["preset"]["is_3d"] is False and ckpt["preset"]["crop_size"] == 16
     # the validation score of a tube is the median of its per-frame sigmoids
     model = models3d.create_model("tiny2d", weights=run / "best.pt").eval()
     val_tubes = {row["tube"] for row in csv.DictReader((run / "split.csv").open()) if row["split"] == "val"}
     recs = [r for r in read_index(tubes) if r.tube in val_tubes]
-    ds = TubeDataset(recs, mode="frames", transform=val_transform(cfg, 16), train=False, frames_per_tube=3)
+    ds = TubeDataset(recs, mode="frames", transform=val_transform(cfg, 16), train=False, frames_per_tube=4)
     with torch.no_grad():
-        probs = [torch.sigmoid(model(model.preset.normalize(ds[i].x)))[:, 0].median().item() for i in range(len(ds))]
+        probs = [float(np.median(torch.sigmoid(model(model.preset.normalize(ds[i].x)))[:, 0].numpy()))
+                 for i in range(len(ds))]
     assert log_loss([r.label for r in recs], probs) == pytest.approx(ckpt["metrics"]["val_loss"], rel=1e-5)
 
 

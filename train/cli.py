@@ -71,15 +71,18 @@ def _resume_config(run_dir: str, overrides: dict[str, Any], task: str) -> TrainC
     cfg = load_run_config(run_dir)
     if cfg.task != task:
         raise ConfigError(f"{run_dir} is a {cfg.task.upper()} run: resume it with train{cfg.task}")
+    movable = RUNTIME_FIELDS | {"data", "out"}  # tubes may have moved: split.csv matches them by name
     for name, value in overrides.items():
-        if name in RUNTIME_FIELDS or name == "out":
+        if name in movable:
             continue
         if coerce(name, value, "command line") != getattr(cfg, name):
             raise ConfigError(f"--{name.replace('_', '-')} cannot change when resuming (the run's config.yaml fixes "
                               f"it; runtime settings that may change: {', '.join(sorted(RUNTIME_FIELDS))})")
-    runtime = {k: v for k, v in overrides.items() if k in RUNTIME_FIELDS}
+    runtime = {k: v for k, v in overrides.items() if k in RUNTIME_FIELDS or k == "data"}
     cfg = apply_overrides(cfg, runtime, "command line")
     cfg.out = str(Path(run_dir).expanduser().resolve())
+    if "data" in runtime:
+        cfg.data = str(Path(cfg.data).expanduser().resolve())
     return cfg.validate()
 
 

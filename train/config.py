@@ -99,9 +99,10 @@ class TrainConfig:
     # --- runtime ------------------------------------------------------------------------------------------------
     device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU",
                      metavar="DEVICE")
-    amp: Literal["auto", "bf16", "fp16", "none"] = _f("auto", "mixed precision (auto: bf16 or fp16 on CUDA, none on CPU)")
+    amp: Literal["auto", "bf16", "fp16", "none"] = _f(
+        "auto", "mixed precision (auto: bf16 or fp16 on CUDA, none on CPU)")
     channels_last: bool = _f(True, "channels_last(_3d) memory format for model and input on CUDA "
-                                            "(never on CPU, where 3D convolutions are slower with it)")
+                                   "(never on CPU, where 3D convolutions are slower with it)")
     compile: bool = _f(False, "torch.compile the model")
     sync_bn: bool = _f(False, "synchronise BatchNorm statistics across GPUs (DDP)")
     num_workers: int = _f(4, "data-loading processes per GPU")

@@ -240,5 +240,8 @@ class TubeDataset(Dataset):
                 x = self.load(j, None if seed is None else int(seed) + (j != i))
                 return Sample(x, label, j, bad)
             except Exception as e:  # noqa: BLE001 - a corrupt tube must never stop a long run; it is reported
-                bad.append(f"{self.records[j].path}: {_reason(e)}")
+                path = str(self.records[j].path)
+                reason = _reason(e)
+                reason = reason[len(path):].lstrip(": ") if reason.startswith(path) else reason
+                bad.append(f"{path}: {reason}")
         return Sample(None, label, i, bad)

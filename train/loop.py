@@ -102,9 +102,6 @@ class Trainer:
         self.split: Split = split
         if env.is_main:
             log.info("%s", summarize(split))
-            if not resume:
-                write_split(split_file, split)
-                cfg.save(self.run_dir / "config.yaml")
 
         seed_everything(cfg.seed)
         self.model = build_model(cfg)
@@ -119,6 +116,10 @@ class Trainer:
         self.model.to(self.device, memory_format=self.memory_format)
 
         self._build_data()
+        if env.is_main:  # everything checked: record the run's split and configuration
+            if not resume:
+                write_split(split_file, split)
+            cfg.save(self.run_dir / "config.yaml")  # on resume too: a moved --data or new runtime settings
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=cfg.lr, total_steps=self.total_steps, pct_start=cfg.pct_start,
@@ -399,7 +400,7 @@ class Trainer:
                 logits = self.model(self._inputs(batch))
             p = fake_probability(logits)
             if batch.counts is not None:  # 2D: median of per-frame probabilities per tube
-                p = torch.stack([chunk.median() for chunk in torch.split(p, batch.counts.tolist())])
+                p = torch.stack([chunk.quantile(0.5) for chunk in torch.split(p, batch.counts.tolist())])
             indices += batch.index.tolist()
             probs += p.float().cpu().tolist()
         self.model.train()

@@ -45,6 +45,8 @@ def init_distributed(device_hint: str) -> DistEnv:
         return DistEnv()
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_hint != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)  # before any NCCL collective, so each process talks from its own GPU
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistEnv(rank, world, local)
