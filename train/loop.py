@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -212,8 +213,9 @@ class Trainer:
         # Loaders draw their worker base seed from their own generator, not the global RNG, so that creating an
         # iterator (e.g. after a mid-epoch resume) does not shift dropout masks; augmentation is seeded per sample.
         loader_rng = torch.Generator().manual_seed(cfg.seed)
-        workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                       prefetch_factor=2 if cfg.num_workers > 0 else None, generator=loader_rng)
+        n_workers = min(cfg.num_workers, os.cpu_count() or 1)  # more processes than cores only thrash
+        workers = dict(num_workers=n_workers, persistent_workers=n_workers > 0,
+                       prefetch_factor=2 if n_workers > 0 else None, generator=loader_rng)
         self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
                                        collate_fn=collate, drop_last=True, pin_memory=pin, **workers)
         val_bs = cfg.val_batch_size or (cfg.batch_size if self.is_3d else max(1, cfg.batch_size // 8))
