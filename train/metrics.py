@@ -14,37 +14,28 @@ from typing import Any, Sequence
 import numpy as np
 
 from facetubes.manifest import atomic_path, atomic_write_text
+from infer import metrics as _metrics
 
 COLUMNS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_auc", "val_acc", "val_acc_real", "val_acc_fake",
            "clips_per_s", "epoch_time_s", "train_clips", "val_tubes", "bad_tubes")
 
 
 def log_loss(y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray, eps: float = 1e-15) -> float:
-    """Binary log loss (the DFDC metric): mean of ``-[y log p + (1 - y) log(1 - p)]``, p clipped to [eps, 1-eps]."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.clip(np.asarray(p_fake, dtype=np.float64), eps, 1.0 - eps)
+    """Binary log loss (the DFDC metric), ``p`` clipped to [eps, 1-eps]; NaN for an empty validation set.
+    The one implementation lives in :mod:`infer.metrics` (shared with ``facetubes evaluate``)."""
+    y = np.asarray(y_true)
     if y.size == 0:
         return float("nan")
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+    return _metrics.log_loss(y.astype(np.int64), np.asarray(p_fake, dtype=np.float64), eps)
 
 
 def roc_auc(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN unless both classes occur."""
-    y = np.asarray(y_true).astype(bool)
-    s = np.asarray(score, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (ties count 1/2, :func:`infer.metrics.roc_auc`); NaN unless both classes occur,
+    so a tiny validation set never stops a run."""
+    y = np.asarray(y_true).astype(np.int64)
+    if y.size == 0 or y.min() == y.max():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average rank of every run of equal scores
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0  # ranks are 1-based: mean of a+1 .. b
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return _metrics.roc_auc(y, np.asarray(score, dtype=np.float64))
 
 
 def class_accuracy(y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray,
