@@ -10,7 +10,7 @@ decode of the random window only (``read_frames`` seeks), then the training augm
 ``Video``: random resized crop + flip + the published photometric ops at their probabilities), reported separately.
 Part 2 runs a ``DataLoader`` with N worker processes over the same data. Part 3 times the model's training step
 (forward + backward + AdamW, batch ``--batch``) at the same clip shape on ``--device``, so the table says how many
-workers keep the model busy. Prints Markdown rows for benchmarks/results/train.md.
+workers keep the model busy. Prints Markdown rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Agreement over all frames of a size: same number of faces per frame, IoU of matc
 difference|.
 
     .venv/bin/python benchmarks/detector.py                                  # CPU, 1 thread
-    .venv/bin/python benchmarks/detector.py --out benchmarks/results/detector.md
+    .venv/bin/python benchmarks/detector.py --out /tmp/detector.md   # then copy the tables into benchmarks/RESULTS.md
     .venv/bin/python benchmarks/detector.py --device cuda --threads 0        # 0: leave torch's thread count
 """
 

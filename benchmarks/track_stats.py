@@ -7,7 +7,7 @@ same frame size and the same grid cell, so the differences below come from the r
     .venv/bin/python benchmarks/track_stats.py --data ../shared/data/dfdc_mtcnn_boxes_part1.npz
 
 Prints Markdown tables (tracks per video, what changed, run time, crop_frame speed) for
-``benchmarks/results/tracks.md``. ``--no-crops`` skips the crop timing, ``--crops-only`` runs only that.
+``benchmarks/RESULTS.md``. ``--no-crops`` skips the crop timing, ``--crops-only`` runs only that.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ FOLLOW_ITERATIONS = 5
 """``follow`` mode alternates Gaussian smoothing and pushing the centre back to where the face fits, this often."""
 REDUCING_GAP = 2.0
 """Pillow ``reducing_gap``: crops >= 4x the output size are first shrunk by an integer factor (faster, and
-identical to plain bilinear below that factor; see benchmarks/results/tracks.md)."""
+identical to plain bilinear below that factor; see benchmarks/RESULTS.md)."""
 
 
 @dataclass
@@ -216,7 +216,7 @@ def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     ``(H, W, 3)`` uint8, zero-padding outside the frame, and resize it to ``(size, size, 3)`` uint8.
 
     Resize: Pillow bilinear (antialiased when shrinking) with ``reducing_gap=2``; about 1-3 ms per 1080p face
-    crop on one CPU core (see benchmarks/results/tracks.md for the comparison with torch).
+    crop on one CPU core (see benchmarks/RESULTS.md for the comparison with torch).
     """
     x1, y1, x2, y2 = (int(v) for v in box[:4])
     if x2 <= x1 or y2 <= y1:

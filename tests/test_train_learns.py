@@ -7,7 +7,7 @@ the face box with no margin, the slack of a static union box aside), so no detec
 Every real video has its own identity and each fake shares its original's group, so the group split holds out
 identities: validation faces are never seen in training.
 
-The same data and command are used for the figures in benchmarks/results/train.md::
+The same data and command are used for the figures in benchmarks/RESULTS.md::
 
     python tests/test_train_learns.py /tmp/synth_tubes          # writes /tmp/synth_tubes/index.csv + tubes
     train3d --data /tmp/synth_tubes --out /tmp/synth_run --arch mc3 --clip-len 8 --crop-size 48 --batch-size 8 \
