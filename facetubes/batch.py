@@ -209,6 +209,10 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   detector=None) -> BatchSummary:
     """Extract tubes for every input video into ``out_dir``; see the module docstring."""
     config = config or ExtractConfig()
+    if detector is None:
+        from .mtcnn import torch_device
+
+        torch_device(config.device)  # a bad --device fails once, before any video, not once per video
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

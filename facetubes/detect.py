@@ -81,12 +81,9 @@ class FacenetMTCNN:
             from facenet_pytorch.models.utils.detect_face import detect_face
         except ImportError as e:  # pragma: no cover - install problem
             raise ConfigError(f"facenet-pytorch is not installed ({e}); run `make install`") from None
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as e:
-            raise ConfigError(f"invalid device {device!r} ({e})") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+        from .mtcnn import torch_device
+
+        self.device = torch_device(device)
         self._torch = torch
         self._detect_face = detect_face
         self._mtcnn = MTCNN(keep_all=True, post_process=False, device=self.device).eval()

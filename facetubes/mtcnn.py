@@ -44,6 +44,17 @@ from torchvision.ops import batched_nms
 
 from .errors import ConfigError
 
+
+def torch_device(device: Union[str, torch.device]) -> torch.device:
+    """``torch.device(device)``, or a one-line :class:`ConfigError` for a bad name or CUDA without a GPU."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"invalid device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
 __all__ = ["FastMTCNN", "pyramid_scales", "summed_area_table", "area_resize", "area_crops", "min_nms"]
 
 _MEAN = 127.5
@@ -314,12 +325,7 @@ class FastMTCNN:
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709, *,
                  pyramid: str = "area", channels_last: Optional[bool] = None, chunk_bytes: Optional[int] = None,
                  mtcnn: Optional[torch.nn.Module] = None) -> None:
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as e:
-            raise ConfigError(f"invalid device {device!r} ({e})") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+        self.device = torch_device(device)
         if pyramid not in ("area", "bilinear"):
             raise ConfigError(f"pyramid must be 'area' or 'bilinear', got {pyramid!r}")
         if not min_face_size > 0 or not 0 < factor < 1:

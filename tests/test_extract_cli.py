@@ -142,3 +142,14 @@ def test_sigkill_mid_batch_leaves_no_partial_files_and_rerun_completes(tmp_path)
     assert f"{len(done)} already done" in r.stderr
     assert {p.parent.name for p in out.glob("*/tubes.json")} == {f"long{i}" for i in range(4)}
     assert not [p for p in out.iterdir() if p.name.startswith((".tmp-", ".old-"))]  # leftovers cleaned
+
+
+def test_unusable_device_fails_once_before_any_video(tmp_path, videos, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["extract", str(videos), "--out", str(tmp_path / "out"), "--device", "cuda", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: device 'cuda' requested but CUDA is not available on this machine"
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,14 @@
-"""End to end on synthetic videos: extract (MTCNN), train two tiny members with the train package's CLI, predict
-raw videos with the ensemble (in-memory tubes), evaluate. Slow: a few minutes on 2 CPU cores.
+"""End to end on synthetic videos: extract (MTCNN), train two members with the train package's CLI, predict
+held-out raw videos with the ensemble (in-memory tubes), evaluate. Slow: a few minutes on 2 CPU cores.
 
-Tiny CPU training (a few optimizer steps on 8 tubes) leaves the members near chance on the manipulated-vs-real
-task, so the ensemble-versus-best-member AUC comparison is recorded, not asserted; docs/infer.md explains why.
+The members follow the recipe that learns the synthetic fakes on CPU from random weights
+(benchmarks/results/train.md section 1: registry mc3, 8 frames x 48 px, batch 8, AdamW one-cycle to 3e-4, the
+published augmentations with horizontal flips), trained on tubes that `facetubes extract` cut tight around the
+face (no margin). They differ by their seed (initialisation, sampler, augmentation). Training videos and the
+predicted test videos come from different `make_dataset` seeds, so the test identities are never seen in training.
+Asserted: each member ranks the test videos clearly better than chance, and the ensemble (mean of probabilities)
+ranks them at least as well as its best member, within one discordant real/fake pair; docs/infer.md records the
+measured figures.
 """
 
 from __future__ import annotations
@@ -15,49 +21,62 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+N_TEST = 10  # real and fake test videos each: one discordant real/fake pair moves an AUC by 1 / N_TEST**2
+VIDEO = dict(scenario="one", width=256, height=192, n_frames=48, write_truth=False)
+RECIPE = ["--arch", "mc3", "--clip-len", "8", "--crop-size", "48", "--batch-size", "8", "--epochs", "14",
+          "--lr", "3e-4", "--split", "column", "--num-workers", "1", "--device", "cpu", "--no-progress"]
 
+
+@pytest.mark.timeout(900)
 def test_extract_train_predict_evaluate(tmp_path: Path):
     from facetubes.cli import main as facetubes_main
     from facetubes.synthetic import make_dataset
+    from infer.cli import main as infer_main
     from train.cli import main as train_main
 
-    videos = tmp_path / "videos"
-    meta = make_dataset(videos, 6, 6, seed=0, width=192, height=144, n_frames=40, write_truth=False)
-    labels = videos / "metadata.json"
-    assert facetubes_main(["extract", str(videos), "--out", str(tmp_path / "tubes"), "--labels", str(labels),
-                           "--min-frames", "16", "--size", "48", "-q"]) == 0
+    # Training videos: 32 identities, a real video and a fake of each; 4 identities (split=val) for validation.
+    make_dataset(tmp_path / "train_videos", 32, 32, seed=1, val_fraction=0.125, **VIDEO)
+    # Test videos: other identities (seed 2), predicted from the raw videos.
+    test_videos = tmp_path / "test_videos"
+    meta = make_dataset(test_videos, N_TEST, N_TEST, seed=2, **VIDEO)
+    labels = test_videos / "metadata.json"
 
-    common = ["--data", str(tmp_path / "tubes"), "--device", "cpu", "--num-workers", "0", "--no-progress",
-              "--val-fraction", "0.34", "--epochs", "2", "--lr", "1e-3"]
-    assert train_main(common + ["--arch", "mc3", "--out", str(tmp_path / "runs/mc3"), "--clip-len", "8",
-                                "--crop-size", "32", "--batch-size", "4"], task="3d") == 0
-    assert train_main(common + ["--arch", "seresnext50", "--out", str(tmp_path / "runs/se"), "--crop-size", "48",
-                                "--batch-size", "8", "--val-frames", "4"], task="2d") == 0
+    tubes = tmp_path / "tubes"
+    assert facetubes_main(["extract", str(tmp_path / "train_videos"), "--out", str(tubes), "--labels",
+                           str(tmp_path / "train_videos" / "metadata.json"), "--min-frames", "16", "--size", "72",
+                           "-q"]) == 0
+    for seed in (0, 1):
+        assert train_main(RECIPE + ["--data", str(tubes), "--out", str(tmp_path / f"runs/s{seed}"),
+                                    "--seed", str(seed)], task="3d") == 0
 
     ens = tmp_path / "ensemble.yaml"
     ens.write_text("members:\n"
-                   "  - {arch: mc3, weights: runs/mc3/last.pt}\n"
-                   "  - {arch: seresnext50, weights: runs/se/last.pt, frames: 4}\n"
-                   "extract: {size: 48}\n")
+                   "  - {name: mc3_s0, arch: mc3, weights: runs/s0/last.pt}\n"
+                   "  - {name: mc3_s1, arch: mc3, weights: runs/s1/last.pt}\n"
+                   "extract: {size: 72}\n")
     out = tmp_path / "pred.csv"
-    from infer.cli import main as infer_main
-
-    assert facetubes_main(["predict", str(videos), "-e", str(ens), "-o", str(out), "--per-model", "-q",
+    assert facetubes_main(["predict", str(test_videos), "-e", str(ens), "-o", str(out), "--per-model", "-q",
                            "--device", "cpu"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["filename"] for r in rows) == sorted(meta)
-    assert list(rows[0]) == ["filename", "label", "n_tubes", "status", "error", "mc3", "seresnext50"]
+    assert list(rows[0]) == ["filename", "label", "n_tubes", "status", "error", "mc3_s0", "mc3_s1"]
     for r in rows:
         assert r["status"] == "ok" and int(r["n_tubes"]) >= 1, r
-        mean = (float(r["mc3"]) + float(r["seresnext50"])) / 2
+        mean = (float(r["mc3_s0"]) + float(r["mc3_s1"])) / 2
         assert float(r["label"]) == pytest.approx(min(max(mean, 0.01), 0.99), abs=2e-6)
 
     assert infer_main(["evaluate", str(out), "--labels", str(labels)]) == 0
     report = json.loads((tmp_path / "pred_eval" / "report.json").read_text())
-    assert report["n_evaluated"] == 12 and report["ensemble"]["n_fake"] == 6
-    aucs = {name: m["auc"] for name, m in report["members"].items()}
-    assert set(aucs) == {"mc3", "seresnext50"} and all(a is not None for a in aucs.values())
-    assert report["correlation"]["n"] == 12
+    assert report["n_evaluated"] == 2 * N_TEST and report["ensemble"]["n_fake"] == N_TEST
+    assert report["correlation"]["n"] == 2 * N_TEST
     assert (tmp_path / "pred_eval" / "roc.png").stat().st_size > 0
-    print(f"\nensemble AUC {report['ensemble']['auc']:.3f}, members {aucs}")  # recorded in docs/infer.md
+    aucs = {name: m["auc"] for name, m in report["members"].items()}
+    ens_auc = report["ensemble"]["auc"]
+    print(f"\nensemble AUC {ens_auc:.3f}, members {aucs}")  # recorded in docs/infer.md
+    assert set(aucs) == {"mc3_s0", "mc3_s1"}
+    # The members learned: held-out identities are ranked clearly better than chance (0.5).
+    for name, auc in aucs.items():
+        assert auc >= 0.7, (name, aucs)
+    # The issue's requirement: the ensemble ranks at least as well as its best member, within one discordant pair.
+    assert ens_auc >= max(aucs.values()) - 1 / N_TEST**2 - 1e-9, (ens_auc, aucs)
