@@ -14,7 +14,7 @@ grid for what it is good at, grouping, and fix its defects:
    sampled frame got the AND of its neighbours, and only when *no* face at all was found in it).
 4. ``Track.stop`` is ``last detection frame + detect_every`` (capped at the video length), not ``last + 9``.
 
-See ``docs/tracks.md`` for the full description and the statistics on real MTCNN output.
+See the README for the full description and the statistics on real MTCNN output.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Library entry points::
     predictor = EnsemblePredictor(load_members(spec, device="cuda"), device="cuda")
     result = predictor.predict([tube.frames for tube in facetubes.extract_tubes_in_memory("video.mp4").tubes])
 
-Command line: ``facetubes predict`` and ``facetubes evaluate`` (see docs/infer.md).
+Command line: ``facetubes predict`` and ``facetubes evaluate`` (see the README).
 """
 
 from .aggregate import clip_probability, combine_members, fake_probability, tube_probability, video_probability

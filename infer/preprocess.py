@@ -5,7 +5,7 @@ of *views*: for 3D models, windows ``(3, L, H, W)`` of ``L = clip_len`` consecut
 frames ``(3, H, W)``. Values stay in 0..255 here; the member's ``preset.normalize`` maps them to the network's
 range just before the forward pass.
 
-Windows (choice documented in docs/infer.md): the published method fed the whole clip (<= 99 frames) to every 3D
+Windows (choice documented in the README): the published method fed the whole clip (<= 99 frames) to every 3D
 model at once. Here the default ``cover`` mode instead uses the window length the model was trained on: ``ceil(T/L)``
 windows of ``L`` frames, evenly spaced from the first frame to the last so that every frame is seen and overlaps are
 spread evenly; ``whole`` reproduces the published behaviour. A tube shorter than ``L`` is padded by reflection

@@ -35,7 +35,7 @@ from .aggregate import MEMBER_AGGS, VIDEO_AGGS, validate_clip
 
 __all__ = ["MemberSpec", "EnsembleSpec", "load_spec", "parse_spec", "WINDOW_MODES", "RESERVED_COLUMNS"]
 
-#: How a 3D member covers a tube longer than its clip length (see docs/infer.md, "Windows").
+#: How a 3D member covers a tube longer than its clip length (see the README, "Windows").
 WINDOW_MODES: tuple[str, ...] = ("cover", "whole")
 
 #: Columns of the predictions CSV that a member name may not take.

@@ -4,7 +4,7 @@ Registered networks (``list_models()``): ``i3d``, ``mc3``, ``r2plus1d``, ``r3d34
 ``(B, 3, T, H, W)``) and ``seresnext50`` (2D, input ``(B, 3, H, W)``); all return logits ``(B, num_classes)``
 and share one contract (``forward_features``, ``forward_head``, ``reset_classifier``, ``num_features``,
 ``preset``). ``create_model(name, num_classes, weights=path)`` loads the public pretrained checkpoints as
-their owners publish them and facetubes' own checkpoints (``save_checkpoint``). See docs/models3d.md.
+their owners publish them and facetubes' own checkpoints (``save_checkpoint``). See the README.
 
 This package imports only torch, torchvision and timm (never facetubes, train or infer).
 """

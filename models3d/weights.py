@@ -1,6 +1,6 @@
 """Reading checkpoints (upstream and facetubes) and loading them into models3d networks.
 
-Accepted files, as their owners publish them (see docs/models3d.md):
+Accepted files, as their owners publish them (see the README):
 
 * a plain state dict (piergiaj ``rgb_imagenet.pt``, torchvision ``mc3_18-a90a0ba3.pth``, Cadene
   ``se_resnext50_32x4d-a260b3a4.pth``);

@@ -9,7 +9,7 @@ boxes leaves the face small in the crop, and the members then stay at chance). T
 (initialisation, sampler, augmentation). Training videos and the predicted test videos come from different
 `make_dataset` seeds, so the test identities are never seen in training. Asserted: each member ranks the test
 videos clearly better than chance (AUC >= 0.75), and the ensemble (mean of probabilities) ranks them at least as
-well as its best member within TOLERANCE (5 of the 100 real/fake pairs); docs/infer.md records the measured figures.
+well as its best member within TOLERANCE (5 of the 100 real/fake pairs); the README records the measured figures.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_extract_train_predict_evaluate(tmp_path: Path):
     assert (tmp_path / "pred_eval" / "roc.png").stat().st_size > 0
     aucs = {name: m["auc"] for name, m in report["members"].items()}
     ens_auc = report["ensemble"]["auc"]
-    print(f"\nensemble AUC {ens_auc:.3f}, members {aucs}")  # recorded in docs/infer.md
+    print(f"\nensemble AUC {ens_auc:.3f}, members {aucs}")  # recorded in the README
     assert set(aucs) == {"mc3_s0", "mc3_s1"}
     # The members learned: held-out identities are ranked clearly better than chance. Under chance an AUC on
     # 10 + 10 videos has a standard deviation of 0.13 (Mann-Whitney), so 0.75 is ~2 of them above 0.5 (p ~ 0.03).

@@ -9,7 +9,7 @@ Typical use from Python::
 The building blocks are usable on their own: :class:`TubeDataset` (PyAV decode of only the needed frames),
 :func:`train_transform` (torchvision v2 on ``tv_tensors.Video``), :func:`cutmix_cuboid` / :func:`cutmix_box` /
 :func:`mixup` (plain functions of ``(x, targets)``), :class:`EpochSampler` (per-epoch rebalancing, DDP shards),
-:func:`make_split` (group-aware, seeded). See docs/train.md.
+:func:`make_split` (group-aware, seeded). See the README.
 """
 
 from .augment import train_transform, val_transform
