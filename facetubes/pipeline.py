@@ -400,11 +400,14 @@ def _tube_name(stem: str, plan: CropPlan, plans: Sequence[tuple[Track, CropPlan]
 
 def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: Sequence[str], work: Path,
                  config: ExtractConfig) -> list[int]:
+    """Encode every tube in one decode pass. One x264 thread per tube: at 256 px its threading costs more than
+    it gives, and the decoder is using the cores (A/B: 1.80 s vs 2.02 s per 1080p video)."""
     fps = getattr(info, "fps_fraction", None) or info.fps
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(VideoWriter(work / f"{n}.mp4", fps=fps, width=config.size,
                                                    height=config.size, crf=config.crf, pix_fmt=config.pix_fmt,
-                                                   preset=config.preset, gop=config.keyint)) for n in names]
+                                                   preset=config.preset, gop=config.keyint,
+                                                   threads=1)) for n in names]
         counts = crop_pass(path, info, plans, config.size, lambda k, _i, frame: writers[k].write_frame(frame),
                            pix_fmt=config.pix_fmt)
     return counts
