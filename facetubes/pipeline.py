@@ -185,7 +185,7 @@ def _detector_threads(config: ExtractConfig):
     """Run CPU detection with ``config.detector_threads`` torch threads, restoring the setting afterwards.
 
     FFmpeg decodes in its own threads during the detection pass; torch's OpenMP threads spinning on the same
-    cores made detection up to 8x slower on 2 cores (benchmarks/RESULTS.md), so one torch thread is the default.
+    cores made extraction 1.6x slower on 2 cores (benchmarks/RESULTS.md), so one torch thread is the default.
     """
     if str(config.device).startswith("cuda") or not config.detector_threads:
         yield

@@ -48,6 +48,18 @@ class GroundTruthDetector:
         return out
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module with one torch thread, then restore: tiny model inputs gain nothing from threads, and on a
+    shared 2-core machine OpenMP spin-waiting under contention made 2-thread runs up to 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def gt_detector():
     return GroundTruthDetector

@@ -21,14 +21,7 @@ from models3d.resnet3d import BasicBlock3D
 ALL = ["i3d", "mc3", "r2plus1d", "r3d34", "seresnext50"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny inputs gain nothing from threads, and on a shared 2-core machine OpenMP spin-waiting under
-    contention makes 2-thread runs up to 10x slower; run this module single-threaded, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # Smallest cheap inputs (B=2 so BatchNorm sees >1 value per channel in train mode). I3D: T=9 is the
 # smallest clip its unmodified upstream head accepts.
