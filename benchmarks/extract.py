@@ -6,6 +6,12 @@ For each synthetic 1920x1080, 300-frame, 30 fps video with two faces:
 - full extraction (``extract_tubes``, default config) with its own timing split;
 and, in separate processes, the peak RSS of extraction for a 10 s and a 60 s video.
 
+``--batch 1,2`` also measures the batch job (``extract_batch``, as ``facetubes extract -j W`` runs it) per video,
+for each number of worker processes W: the time for all videos minus the time for the first half, divided by the
+videos in the second half, so process start-up and model loading (paid once per job) cancel out. Its floor is
+the faster of two ways to decode the same files with PyAV: one after another with FFmpeg's threads, or W
+processes in parallel, one file each.
+
     .venv/bin/python benchmarks/extract.py                      # CPU, 3 videos
     .venv/bin/python benchmarks/extract.py --device cuda --videos 5
 """
@@ -50,6 +56,54 @@ def decode_floor(path: Path) -> float:
         for _ in c.decode(s):
             pass
     return time.perf_counter() - t0
+
+
+def _decode_one(path: str) -> None:
+    import av
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            pass
+
+
+def batch_floor(paths: list[Path], workers: int) -> float:
+    """Seconds per video to decode ``paths`` (no conversion): the faster of serial threaded decoding and
+    ``workers`` parallel processes (pool started and warmed before the clock starts)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    for p in paths:
+        _decode_one(str(p))
+    serial = (time.perf_counter() - t0) / len(paths)
+    if workers <= 1:
+        return serial
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_decode_one, [str(paths[0])] * workers))  # start-up and imports off the clock
+        t0 = time.perf_counter()
+        list(pool.map(_decode_one, [str(p) for p in paths]))
+        parallel = (time.perf_counter() - t0) / len(paths)
+    return min(serial, parallel)
+
+
+def batch_per_video(paths: list[Path], work: Path, cfg: ExtractConfig, workers: int) -> float:
+    """Steady-state seconds per video of ``extract_batch``: (T(all) - T(first half)) / (second half)."""
+    import shutil
+
+    from facetubes.batch import extract_batch
+
+    half = len(paths) // 2
+
+    def run(subset: list[Path]) -> float:
+        out = work / f"batch_out_{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        extract_batch(subset, out, cfg, workers=workers, progress=False)
+        return time.perf_counter() - t0
+
+    return (run(paths) - run(paths[:half])) / (len(paths) - half)
 
 
 def make_inputs(folder: Path, n: int, n_frames: int, width: int, height: int, grain: float = 0.0) -> list[Path]:
@@ -97,6 +151,9 @@ def main() -> None:
     ap.add_argument("--grain", type=float, default=0.0, help="sensor noise sigma for DFDC-like bitrates (e.g. 4)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 10 s vs 60 s RSS measurement")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--batch", default="", metavar="W,W",
+                    help="also time the batch job per video with these worker counts (use >= 4 videos)")
+    ap.add_argument("--skip-single", action="store_true", help="skip the single-video measurements")
     ap.add_argument("--compare-prefetch", type=int, default=0, metavar="RUNS",
                     help="A/B: extract the first video RUNS times with and without the decode thread, alternating")
     a = ap.parse_args()
@@ -109,7 +166,14 @@ def main() -> None:
 
     detector = make_detector(a.device)
     rows = []
-    for v in videos:
+    result: dict = {"device": a.device}
+    for w in [int(x) for x in a.batch.split(",") if x]:
+        per_video = batch_per_video(videos, work, cfg, w)
+        floor = batch_floor(videos, w)
+        print(f"batch, {w} worker(s): {per_video:.2f} s per video, floor {floor:.2f} s per video "
+              f"= {per_video / floor:.2f}x")
+        result.setdefault("batch", {})[w] = {"per_video": per_video, "floor": floor}
+    for v in ([] if a.skip_single else videos):
         info = probe(v)
         floor = decode_floor(v)
         t0 = time.perf_counter()
@@ -123,6 +187,10 @@ def main() -> None:
         rows.append(dict(video=v.name, floor=floor, decode_convert=conv, total=total,
                          decode_detect=t["decode_detect_s"], crop_encode=t["crop_encode_s"],
                          tubes=len(m["tubes"]), scale=m["detector"]["scale"]))
+    if a.skip_single:
+        if a.json:
+            Path(a.json).write_text(json.dumps(result, indent=1))
+        return
     med = {k: float(np.median([r[k] for r in rows])) for k in ("floor", "decode_convert", "total", "decode_detect",
                                                                "crop_encode")}
     detect_only = med["decode_detect"] - med["decode_convert"]
@@ -137,7 +205,7 @@ def main() -> None:
           f"{med['total'] / med['floor']:.2f}x the decode floor")
     print(f"where the time goes (median): decode+downscale pass {med['decode_convert']:.2f} s, "
           f"detection {detect_only:.2f} s, second decode+crop+encode {med['crop_encode']:.2f} s")
-    result = {"device": a.device, "rows": rows, "median": med, "detect_only": detect_only}
+    result.update(rows=rows, median=med, detect_only=detect_only)
     if a.compare_prefetch:
         import statistics
 

@@ -170,6 +170,9 @@ def test_cli_errors_are_one_line(tubes: Path, tmp_path: Path, capsys: pytest.Cap
          "only real tubes"),
         (["--data", str(tubes), "--out", str(tmp_path / "r3"), "--arch", "seresnext50"], "use train2d"),
         (["--data", str(tubes), "--out", str(tmp_path / "r4"), "--arch", "nope"], "unknown model 'nope'"),
+        # the arch is checked before any data is read: a typo is named even when --data is wrong too
+        (["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r4b"), "--arch", "nope"],
+         "unknown model 'nope'"),
         (["--data", str(tubes), "--out", str(tmp_path / "r5"), "--batch-size", "0"], "--batch-size: must be >= 1"),
         (["--resume", str(tmp_path / "r6")], "not a training run folder"),
         (["--data", str(tubes), "--out", str(tmp_path / "r7"), "--weights", str(tmp_path / "missing.pt"),

@@ -55,9 +55,8 @@ class RunResult:
     total_steps: int
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The registry model for ``cfg.arch`` with ``cfg.num_classes`` outputs (and ``cfg.weights`` if given); its
-    preset is updated to the clip length / crop size actually trained, so checkpoints carry them."""
+def check_arch(cfg: TrainConfig) -> None:
+    """``TrainError`` if ``cfg.arch`` is not in the registry or is the wrong kind (2D/3D) for the command."""
     import models3d
 
     try:
@@ -67,6 +66,14 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if spec.preset.is_3d != (cfg.task == "3d"):
         cmd = "train3d" if spec.preset.is_3d else "train2d"
         raise TrainError(f"--arch {cfg.arch} is a {'3D' if spec.preset.is_3d else '2D'} model: use {cmd}")
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The registry model for ``cfg.arch`` with ``cfg.num_classes`` outputs (and ``cfg.weights`` if given); its
+    preset is updated to the clip length / crop size actually trained, so checkpoints carry them."""
+    import models3d
+
+    check_arch(cfg)
     model = models3d.create_model(cfg.arch, num_classes=cfg.num_classes, weights=cfg.weights)
     preset = model.preset
     model.preset = preset.replace(clip_len=(cfg.clip_len or preset.clip_len) if cfg.task == "3d" else 1,
@@ -96,6 +103,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick the fastest kernels
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
 
+        check_arch(cfg)  # a typo in --arch is reported before anything is read
         records = load_records(cfg.data, cfg.labels)
         split_file = self.run_dir / "split.csv"
         split = read_split(split_file, records) if (resume and split_file.is_file()) else make_split(
