@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--skip-single", action="store_true", help="skip the single-video measurements")
     ap.add_argument("--compare-prefetch", type=int, default=0, metavar="RUNS",
                     help="A/B: extract the first video RUNS times with and without the decode thread, alternating")
+    ap.add_argument("--compare-sparse", type=int, default=0, metavar="RUNS",
+                    help="A/B: extract the first video RUNS times with and without sparse decoding in pass 1")
     a = ap.parse_args()
 
     work = Path(a.work or tempfile.gettempdir()) / "facetubes-bench"
@@ -223,6 +225,22 @@ def main() -> None:
         print("decode thread A/B (median s): " + ", ".join(
             f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in times.items()))
         result["prefetch_ab"] = times
+    if a.compare_sparse:
+        import statistics
+
+        import facetubes.pipeline as pipeline
+
+        times = {"sparse": [], "full": []}
+        for _ in range(a.compare_sparse):
+            for mode in times:
+                pipeline.SPARSE_DECODE = mode == "sparse"
+                t0 = time.perf_counter()
+                extract_tubes(videos[0], work / "out", cfg, detector=detector)
+                times[mode].append(time.perf_counter() - t0)
+        pipeline.SPARSE_DECODE = True
+        print("sparse pass-1 decoding A/B (median s): " + ", ".join(
+            f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in times.items()))
+        result["sparse_ab"] = times
     if not a.no_memory:
         short = videos[0]
         long_v = make_inputs(work, 1, 1800, 1920, 1080)[0]

@@ -17,7 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -268,6 +268,8 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                 record(_process(source, stem, str(out)))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
+            if not config.decode_threads:  # FFmpeg's default is a thread per core in *each* worker
+                config = replace(config, decode_threads=threads)
             ctx = mp.get_context("spawn")  # torch and fork do not mix
             with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(config.to_dict(), threads)) as pool:

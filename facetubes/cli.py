@@ -28,6 +28,7 @@ def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
         detect_batch=a.detect_batch, keyint=a.keyint, detector_threads=a.detector_threads,
+        decode_threads=a.decode_threads,
     )
 
 
@@ -50,6 +51,9 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     g.add_argument("--detect-batch", type=int, default=d.detect_batch, help=argparse.SUPPRESS)
     g.add_argument("--detector-threads", type=int, default=d.detector_threads, metavar="N",
                    help="torch threads for CPU detection; 1 leaves the cores to the decoder (default: %(default)s)")
+    g.add_argument("--decode-threads", type=int, default=d.decode_threads, metavar="N",
+                   help="FFmpeg decoding threads per video; 0: FFmpeg's choice, or cores // workers with -j "
+                        "(default: %(default)s)")
     g = p.add_argument_group("tracks and tubes")
     g.add_argument("--min-frames", type=int, default=d.min_frames,
                    help="shortest tube in frames (default: %(default)s)")

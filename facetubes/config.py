@@ -41,6 +41,9 @@ class ExtractConfig:
     detector_threads: Optional[int] = 1
     """Torch threads for CPU detection (restored afterwards). 1 leaves the other cores to the video decoder,
     which runs at the same time (benchmarks/RESULTS.md: 10.8 s -> 6.6 s per 1080p video under load). None: leave as is."""
+    decode_threads: int = 0
+    """FFmpeg decoding threads per video; 0: FFmpeg's choice (about one per core). ``extract_batch`` with several
+    worker processes uses ``cpu_count // workers`` when this is 0, so the workers do not oversubscribe the cores."""
     retry: bool = False
     """If a video yields no face: retry at 2x detector resolution, then with looser thresholds (0.5, 0.5, 0.5)."""
 
@@ -98,6 +101,8 @@ class ExtractConfig:
             bad(f"margin must be in [0, 2], got {self.margin}")
         if self.crop not in ("static", "follow"):
             bad(f"crop must be 'static' or 'follow', got {self.crop!r}")
+        if self.decode_threads < 0:
+            bad(f"decode_threads must be >= 0, got {self.decode_threads}")
         if self.detector_threads is not None and self.detector_threads < 0:
             bad(f"detector_threads must be >= 0, got {self.detector_threads}")
         if self.keyint is not None and self.keyint < 1:

@@ -77,6 +77,10 @@ class _Analysis:
 # ----------------------------------------------------------------------------------------------------------------
 # pass 1: detection
 
+SPARSE_DECODE = True
+"""Pass 1 lets the decoder skip frames that are neither detected on nor referenced (``iter_frames(sparse=True)``).
+The detected frames are identical; a switch only for benchmarks' A/B runs."""
+
 
 def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig, detector: Detector,
                  *, scale: Optional[float] = None) -> tuple[list[Detections], float]:
@@ -104,7 +108,9 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
         batch.clear()
         batch_idx.clear()
 
-    for idx, frame in prefetch(iter_frames(path, stop=stop, step=config.detect_every, size=size)):
+    frames = iter_frames(path, stop=stop, step=config.detect_every, size=size, sparse=SPARSE_DECODE,
+                         threads=config.decode_threads)
+    for idx, frame in prefetch(frames):
         batch.append(frame)
         batch_idx.append(idx)
         if len(batch) >= batch_size:
@@ -286,7 +292,7 @@ def crop_yuv420(frame, box: Sequence[int], rotation: int = 0):
 
 
 def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan], size: int,
-              sink: Callable[[int, int, object], None], *, pix_fmt: str = "rgb24") -> list[int]:
+              sink: Callable[[int, int, object], None], *, pix_fmt: str = "rgb24", threads: int = 0) -> list[int]:
     """Decode the frames covered by ``plans`` once and call ``sink(plan_index, frame_index, frame)`` for every
     plan active at that frame, in frame order; ``frame`` is a ``size x size`` ``av.VideoFrame`` in ``pix_fmt``.
     Returns the number of frames delivered per plan.
@@ -306,7 +312,7 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
               for p in plans]
     # one scaler per plan: a fresh frame's .reformat() would build a new SwsContext every call (4 ms each)
     scalers = [av.video.reformatter.VideoReformatter() for _ in plans]
-    for idx, frame in prefetch(iter_av_frames(path, start=start, stop=stop)):
+    for idx, frame in prefetch(iter_av_frames(path, start=start, stop=stop, threads=threads)):
         rgb = None
         for k, p in enumerate(plans):
             if not p.start <= idx < p.stop:
@@ -338,7 +344,7 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
     def sink(k: int, idx: int, frame) -> None:
         arrays[k][idx - plans[k].start] = frame.to_ndarray(format="rgb24")
 
-    counts = crop_pass(path, a.info, plans, config.size, sink)
+    counts = crop_pass(path, a.info, plans, config.size, sink, threads=config.decode_threads)
     tubes = [Tube(tr, p, arr[:n]) for (tr, p), arr, n in zip(a.plans, arrays, counts) if n > 0]
     a.timings["crop_s"] = round(time.perf_counter() - t0, 4)
     return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings)
@@ -409,7 +415,7 @@ def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: 
                                                    preset=config.preset, gop=config.keyint,
                                                    threads=1)) for n in names]
         counts = crop_pass(path, info, plans, config.size, lambda k, _i, frame: writers[k].write_frame(frame),
-                           pix_fmt=config.pix_fmt)
+                           pix_fmt=config.pix_fmt, threads=config.decode_threads)
     return counts
 
 

@@ -14,7 +14,7 @@ import itertools
 import os
 import secrets
 import struct
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -118,7 +118,7 @@ def iter_av_frames(
 
 def iter_frames(
     path: PathLike, *, start: int = 0, stop: Optional[int] = None, step: int = 1,
-    size: Optional[tuple[int, int]] = None, format: str = "rgb24", threads: int = 0,
+    size: Optional[tuple[int, int]] = None, format: str = "rgb24", threads: int = 0, sparse: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream upright frames as ``(index, array)``; arrays are ``(H, W, 3)`` uint8 (``(H, W)`` for ``gray``).
 
@@ -127,12 +127,20 @@ def iter_frames(
     output size; the downscale happens inside swscale during the colour conversion. A positive ``start`` seeks
     to the last keyframe before it when the container allows exact frame numbering (MP4/MOV), otherwise it
     decodes from the beginning; the frames are identical either way.
+
+    ``sparse=True`` (with ``step > 1`` and ``start == 0``) also skips *decoding* the frames that are neither
+    selected nor referenced by other frames (FFmpeg's ``skip_frame=NONREF``, set packet by packet): H.264 with
+    B-frames decodes about half its frames. It needs exact frame numbers from timestamps (an MP4/MOV sample index
+    and a distinct timestamp per packet); otherwise every frame is decoded. The yielded frames are identical.
     """
     _check_range(start, stop, step)
     _check_output(size, format)
     with _Source(path, threads=threads) as src:
         rotation: Optional[int] = None
-        for index, frame in _select(src.frames(start), start, stop, step):
+        frames = src.frames(start)
+        if sparse and step > 1 and start == 0:
+            frames = src.sparse_frames(lambda i: i % step == 0 and (stop is None or i < stop)) or frames
+        for index, frame in _select(frames, start, stop, step):
             if rotation is None:
                 rotation = src.rotation(frame)
             yield index, _to_array(frame, rotation, size, format)
@@ -458,6 +466,55 @@ class _Source:
             it.close()  # the decoder did not restart where the index said: decode from the top instead
             self._reopen()
         yield from self._decode(0)
+
+    def sparse_frames(self, wanted: Callable[[int], bool]) -> Optional[Iterator[tuple[int, av.VideoFrame]]]:
+        """Frames from the start where the decoder skips non-reference frames that ``wanted(index)`` rejects.
+        Yields every wanted frame (and the reference frames it decodes anyway), numbered from the timestamps.
+        None when exact numbering from timestamps is not possible (see :func:`iter_frames`)."""
+        order = self._presentation_order()
+        if order is None:
+            return None
+        return self._decode_sparse(order, wanted)
+
+    def _presentation_order(self) -> Optional[dict[int, int]]:
+        """``{pts: frame index}`` from one demux pass over the packets (no decoding), then back to the start."""
+        entries = self._index()
+        if entries is None:
+            return None
+        pts: list[int] = []
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(int(packet.pts))
+        except av.error.FFmpegError:
+            return None
+        finally:
+            self._reopen()
+        if len(pts) != len(entries[0]) or len(set(pts)) != len(pts):
+            return None
+        return {p: i for i, p in enumerate(sorted(pts))}
+
+    def _decode_sparse(self, order: dict[int, int],
+                       wanted: Callable[[int], bool]) -> Generator[tuple[int, av.VideoFrame], None, None]:
+        ctx = self.stream.codec_context
+        index = -1
+        try:
+            for packet in self.container.demux(self.stream):
+                i = order.get(packet.pts) if packet.pts is not None else None
+                ctx.skip_frame = "DEFAULT" if i is None or wanted(i) else "NONREF"
+                for frame in packet.decode():
+                    got = order.get(frame.pts) if frame.pts is not None else None
+                    if got is None or got <= index:
+                        raise VideoError(f"{self.path}: frame timestamps do not match the sample index")
+                    index = got
+                    yield index, frame
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{self.path}: cannot decode frame {index + 1}: {_av_message(exc)}") from exc
+        finally:
+            ctx.skip_frame = "DEFAULT"
 
     def _reopen(self) -> None:
         self.container.close()

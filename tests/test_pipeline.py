@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facetubes import ExtractConfig
-from facetubes.errors import OutputError, VideoError
+from facetubes.errors import ConfigError, OutputError, VideoError
 from facetubes.pipeline import extract_tubes, extract_tubes_in_memory
 from facetubes.synthetic import make_video
 from facetubes.video import probe, read_frames
@@ -219,3 +219,39 @@ def test_prefetch_keeps_order_reraises_errors_and_stops_its_thread():
 
     time.sleep(0.1)
     assert threading.active_count() <= before  # the producer thread ended with the consumer
+
+
+def test_sparse_decoding_and_decoder_threads_do_not_change_what_is_detected_or_cut(tmp_path, gt_detector,
+                                                                                   monkeypatch):
+    import facetubes.pipeline as pipeline
+    from facetubes.pipeline import detect_video
+
+    video = tmp_path / "one.mp4"
+    truth = make_video(video, "one", width=320, height=240, n_frames=70, seed=6)  # x264 default: B-frames
+    info = probe(video)
+
+    class Recorder:
+        min_face_size = 20.0
+
+        def __init__(self):
+            self.frames = []
+
+        def detect(self, frames):
+            self.frames.extend(np.array(f) for f in frames)
+            return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)) for _ in frames]
+
+    seen = {}
+    for sparse in (True, False):
+        monkeypatch.setattr(pipeline, "SPARSE_DECODE", sparse)
+        rec = Recorder()
+        detect_video(video, info, CFG, rec)
+        seen[sparse] = rec.frames
+    assert len(seen[True]) == len(seen[False]) == 7  # frames 0, 10, ..., 60
+    assert all(np.array_equal(a, b) for a, b in zip(seen[True], seen[False]))
+
+    cut = [extract_tubes_in_memory(video, ExtractConfig(min_frames=32, decode_threads=t),
+                                   detector=gt_detector(truth)) for t in (0, 1)]
+    assert len(cut[0].tubes) == len(cut[1].tubes) == 1
+    assert np.array_equal(cut[0].tubes[0].frames, cut[1].tubes[0].frames)
+    with pytest.raises(ConfigError, match="decode_threads"):
+        ExtractConfig(decode_threads=-1)

@@ -119,6 +119,44 @@ def test_read_frames_is_exact_for_open_and_closed_gops_and_without_a_full_index(
             assert any(plans)
 
 
+@pytest.mark.parametrize("threads", [0, 1])
+def test_sparse_decoding_skips_frames_and_yields_the_same_ones(tmp_path, clip, threads: int) -> None:
+    source = clip[1][:40]
+    cases = {  # name -> (x264 options, can the decoder skip anything?)
+        "bframes.mp4": ({"x264-params": "bframes=3:b-pyramid=none:b-adapt=0:scenecut=0"}, True),
+        "open.mp4": ({"x264-params": "open-gop=1:bframes=3:b-adapt=0:scenecut=0"}, True),
+        "no_bframes.mp4": ({"x264-params": "bframes=0"}, False),
+        "plain.mkv": ({}, False),  # no sample index: timestamps cannot be trusted for numbering
+    }
+    for name, (opts, skips) in cases.items():
+        path = tmp_path / name
+        video.write_video(path, source, fps=25, gop=10, options=opts)
+        for stop in (None, 23):
+            full = list(iter_frames(path, step=10, stop=stop, size=(96, 72), threads=threads))
+            sparse = list(iter_frames(path, step=10, stop=stop, size=(96, 72), threads=threads, sparse=True))
+            assert [i for i, _ in sparse] == [i for i, _ in full] == [0, 10, 20, 30][: 3 if stop else 4], name
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, sparse)), name
+        with video._Source(path, threads=threads) as src:
+            it = src.sparse_frames(lambda i: i % 10 == 0)
+            decoded = None if it is None else [i for i, _ in it]
+        if not skips and name.endswith(".mkv"):
+            assert decoded is None
+        elif skips:  # non-reference B-frames that are not selected are never decoded
+            assert decoded is not None and {0, 10, 20, 30} <= set(decoded) and len(decoded) < 30, (name, decoded)
+        else:
+            assert decoded == list(range(40)), name
+
+
+def test_sparse_decoding_of_a_rotated_video_matches(tmp_path) -> None:
+    path = tmp_path / "rot90.mp4"
+    synthetic.make_video(path, "one", width=128, height=96, n_frames=30, rotation=90, seed=3)
+    full = list(iter_frames(path, step=10))
+    sparse = list(iter_frames(path, step=10, sparse=True))
+    assert [i for i, _ in sparse] == [0, 10, 20]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, sparse))
+    assert full[0][1].shape == (128, 96, 3)
+
+
 def test_variable_frame_rate_keeps_timestamps_and_exact_access(tmp_path) -> None:
     path = tmp_path / "vfr.mp4"
     truth = synthetic.make_video(path, "one", width=160, height=120, n_frames=40, vfr=True, gop=10)
