@@ -7,8 +7,8 @@ For each synthetic 1920x1080, 300-frame, 30 fps video with two faces:
 and, in separate processes, the peak RSS of extraction for a 10 s and a 60 s video.
 
 ``--batch 1,2`` also measures the batch job (``extract_batch``, as ``facetubes extract -j W`` runs it) per video,
-for each number of worker processes W: the time for all videos minus the time for the first half, divided by the
-videos in the second half, so process start-up and model loading (paid once per job) cancel out. Its floor is
+for each number of worker processes W, over the videos repeated ``--batch-copies`` times: the time for all of them
+minus the time for the first half, divided by the number in the second half, so process start-up and model loading (paid once per job) cancel out. Its floor is
 the faster of two ways to decode the same files with PyAV: one after another with FFmpeg's threads, or W
 processes in parallel, one file each.
 
@@ -88,12 +88,23 @@ def batch_floor(paths: list[Path], workers: int) -> float:
     return min(serial, parallel)
 
 
-def batch_per_video(paths: list[Path], work: Path, cfg: ExtractConfig, workers: int) -> float:
-    """Steady-state seconds per video of ``extract_batch``: (T(all) - T(first half)) / (second half)."""
+def batch_per_video(paths: list[Path], work: Path, cfg: ExtractConfig, workers: int, copies: int = 1) -> float:
+    """Steady-state seconds per video of ``extract_batch``: (T(all) - T(first half)) / (second half).
+    ``copies`` > 1 repeats the inputs under other names (file copies) for a longer, less noisy batch."""
     import shutil
 
     from facetubes.batch import extract_batch
 
+    links = work / "batch_inputs"
+    links.mkdir(exist_ok=True)
+    repeated = []
+    for c in range(copies):
+        for p in paths:
+            link = links / f"{p.stem}_copy{c}{p.suffix}"
+            if not link.exists():
+                shutil.copyfile(p, link)
+            repeated.append(link)
+    paths = repeated
     half = len(paths) // 2
 
     def run(subset: list[Path]) -> float:
@@ -153,6 +164,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--batch", default="", metavar="W,W",
                     help="also time the batch job per video with these worker counts (use >= 4 videos)")
+    ap.add_argument("--batch-copies", type=int, default=2, metavar="C",
+                    help="with --batch: repeat the videos C times (default 2) for a longer batch")
     ap.add_argument("--skip-single", action="store_true", help="skip the single-video measurements")
     ap.add_argument("--compare-prefetch", type=int, default=0, metavar="RUNS",
                     help="A/B: extract the first video RUNS times with and without the decode thread, alternating")
@@ -170,7 +183,7 @@ def main() -> None:
     rows = []
     result: dict = {"device": a.device}
     for w in [int(x) for x in a.batch.split(",") if x]:
-        per_video = batch_per_video(videos, work, cfg, w)
+        per_video = batch_per_video(videos, work, cfg, w, a.batch_copies)
         floor = batch_floor(videos, w)
         print(f"batch, {w} worker(s): {per_video:.2f} s per video, floor {floor:.2f} s per video "
               f"= {per_video / floor:.2f}x")
