@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,27 @@ def batch_per_video(paths: list[Path], work: Path, cfg: ExtractConfig, workers: 
     return (run(paths) - run(paths[:half])) / (len(paths) - half)
 
 
+def ab_test(videos: list[Path], work: Path, cfg: ExtractConfig, detector, rounds: int, attr: str,
+            modes: dict) -> dict[str, list[float]]:
+    """Extract every video ``rounds`` times per mode, alternating modes video by video (so drifting load hits both
+    alike), with ``facetubes.pipeline.<attr>`` set to each mode's value; restores the attribute."""
+    import facetubes.pipeline as pipeline
+
+    original = getattr(pipeline, attr)
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    try:
+        for _ in range(rounds):
+            for v in videos:
+                for label, value in modes.items():
+                    setattr(pipeline, attr, value)
+                    t0 = time.perf_counter()
+                    extract_tubes(v, work / "out", cfg, detector=detector)
+                    times[label].append(time.perf_counter() - t0)
+    finally:
+        setattr(pipeline, attr, original)
+    return times
+
+
 def make_inputs(folder: Path, n: int, n_frames: int, width: int, height: int, grain: float = 0.0) -> list[Path]:
     """Synthetic two-face videos. ``grain`` adds per-frame Gaussian sensor noise (sigma in grey levels), which
     brings the bitrate from ~0.8 Mbit/s (clean synthetic) towards camera footage such as DFDC (~3 Mbit/s)."""
@@ -166,11 +188,13 @@ def main() -> None:
                     help="also time the batch job per video with these worker counts (use >= 4 videos)")
     ap.add_argument("--batch-copies", type=int, default=2, metavar="C",
                     help="with --batch: repeat the videos C times (default 2) for a longer batch")
-    ap.add_argument("--skip-single", action="store_true", help="skip the single-video measurements")
-    ap.add_argument("--compare-prefetch", type=int, default=0, metavar="RUNS",
-                    help="A/B: extract the first video RUNS times with and without the decode thread, alternating")
-    ap.add_argument("--compare-sparse", type=int, default=0, metavar="RUNS",
-                    help="A/B: extract the first video RUNS times with and without sparse decoding in pass 1")
+    ap.add_argument("--skip-single", action="store_true", help="skip the per-video table (floor, extraction, timing split)")
+    ap.add_argument("--compare-prefetch", type=int, default=0, metavar="ROUNDS",
+                    help="A/B: extract every video ROUNDS times with and without the decode thread, alternating")
+    ap.add_argument("--compare-sparse", type=int, default=0, metavar="ROUNDS",
+                    help="A/B: the same, with and without sparse decoding in pass 1")
+    ap.add_argument("--compare-detect-threads", type=int, default=0, metavar="ROUNDS",
+                    help="A/B: the same, CPU detection from 2 threads vs 1")
     a = ap.parse_args()
 
     work = Path(a.work or tempfile.gettempdir()) / "facetubes-bench"
@@ -202,58 +226,36 @@ def main() -> None:
         rows.append(dict(video=v.name, floor=floor, decode_convert=conv, total=total,
                          decode_detect=t["decode_detect_s"], crop_encode=t["crop_encode_s"],
                          tubes=len(m["tubes"]), scale=m["detector"]["scale"]))
-    if a.skip_single:
-        if a.json:
-            Path(a.json).write_text(json.dumps(result, indent=1))
-        return
-    med = {k: float(np.median([r[k] for r in rows])) for k in ("floor", "decode_convert", "total", "decode_detect",
-                                                               "crop_encode")}
-    detect_only = med["decode_detect"] - med["decode_convert"]
-    mbps = np.median([v.stat().st_size * 8 / 10 / 1e6 for v in videos])
-    print(f"device={a.device}  videos={len(rows)} (1920x1080, 300 frames, 30 fps, 2 faces, {mbps:.1f} Mbit/s)")
-    print("| video | tubes | decode floor s | extract s | ratio | pass 1 (decode+detect) s | pass 2 (decode+crop+encode) s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['video']} | {r['tubes']} | {r['floor']:.2f} | {r['total']:.2f} | {r['total'] / r['floor']:.2f}x "
-              f"| {r['decode_detect']:.2f} | {r['crop_encode']:.2f} |")
-    print(f"\nmedian: floor {med['floor']:.2f} s, extract {med['total']:.2f} s = "
-          f"{med['total'] / med['floor']:.2f}x the decode floor")
-    print(f"where the time goes (median): decode+downscale pass {med['decode_convert']:.2f} s, "
-          f"detection {detect_only:.2f} s, second decode+crop+encode {med['crop_encode']:.2f} s")
-    result.update(rows=rows, median=med, detect_only=detect_only)
-    if a.compare_prefetch:
-        import statistics
+    if rows:
+        med = {k: float(np.median([r[k] for r in rows])) for k in ("floor", "decode_convert", "total", "decode_detect",
+                                                                   "crop_encode")}
+        detect_only = med["decode_detect"] - med["decode_convert"]
+        mbps = np.median([v.stat().st_size * 8 / 10 / 1e6 for v in videos])
+        print(f"device={a.device}  videos={len(rows)} (1920x1080, 300 frames, 30 fps, 2 faces, {mbps:.1f} Mbit/s)")
+        print("| video | tubes | decode floor s | extract s | ratio | pass 1 (decode+detect) s | pass 2 (decode+crop+encode) s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['video']} | {r['tubes']} | {r['floor']:.2f} | {r['total']:.2f} | {r['total'] / r['floor']:.2f}x "
+                  f"| {r['decode_detect']:.2f} | {r['crop_encode']:.2f} |")
+        print(f"\nmedian: floor {med['floor']:.2f} s, extract {med['total']:.2f} s = "
+              f"{med['total'] / med['floor']:.2f}x the decode floor")
+        print(f"where the time goes (median): decode+downscale pass {med['decode_convert']:.2f} s, "
+              f"detection {detect_only:.2f} s, second decode+crop+encode {med['crop_encode']:.2f} s")
+        result.update(rows=rows, median=med, detect_only=detect_only)
+    import facetubes.pipeline as pipeline
 
-        import facetubes.pipeline as pipeline
-
-        real = pipeline.prefetch
-        times: dict[str, list[float]] = {"with": [], "without": []}
-        for _ in range(a.compare_prefetch):
-            for mode in times:
-                pipeline.prefetch = real if mode == "with" else (lambda it, depth=8: iter(it))
-                t0 = time.perf_counter()
-                extract_tubes(videos[0], work / "out", cfg, detector=detector)
-                times[mode].append(time.perf_counter() - t0)
-        pipeline.prefetch = real
-        print("decode thread A/B (median s): " + ", ".join(
-            f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in times.items()))
-        result["prefetch_ab"] = times
-    if a.compare_sparse:
-        import statistics
-
-        import facetubes.pipeline as pipeline
-
-        times = {"sparse": [], "full": []}
-        for _ in range(a.compare_sparse):
-            for mode in times:
-                pipeline.SPARSE_DECODE = mode == "sparse"
-                t0 = time.perf_counter()
-                extract_tubes(videos[0], work / "out", cfg, detector=detector)
-                times[mode].append(time.perf_counter() - t0)
-        pipeline.SPARSE_DECODE = True
-        print("sparse pass-1 decoding A/B (median s): " + ", ".join(
-            f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in times.items()))
-        result["sparse_ab"] = times
+    no_thread = lambda it, depth=8: iter(it)  # noqa: E731
+    comparisons = [  # (flag value, title, pipeline attribute, {label: value})
+        (a.compare_prefetch, "decode thread", "prefetch", {"with": pipeline.prefetch, "without": no_thread}),
+        (a.compare_sparse, "sparse pass-1 decoding", "SPARSE_DECODE", {"sparse": True, "full": False}),
+        (a.compare_detect_threads, "detection threads", "DETECT_THREADS", {"2": 2, "1": 1}),
+    ]
+    for runs, title, attr, modes in comparisons:
+        if runs:
+            times = ab_test(videos, work, cfg, detector, runs, attr, modes)
+            print(f"{title} A/B over {len(videos)} video(s) x {runs} rounds (median s): " + ", ".join(
+                f"{k} {statistics.median(v):.2f}" for k, v in times.items()))
+            result[f"ab_{attr}"] = times
     if not a.no_memory:
         short = videos[0]
         long_v = make_inputs(work, 1, 1800, 1920, 1080)[0]

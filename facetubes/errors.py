@@ -5,6 +5,9 @@ Command-line tools print ``str(error)`` for these and never a traceback. Anythin
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class FacetubesError(Exception):
     """Base class: ``str(e)`` is a complete one-line explanation for the user."""
@@ -28,3 +31,17 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, FacetubesError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_text(path: str | os.PathLike, what: str, expected: str, *, encoding: str = "utf-8") -> str:
+    """The text of a user-named file, or ConfigError with a one-line reason: ``PATH: <what> not found``,
+    ``PATH: is a folder, expected <expected>``, ``PATH: cannot read <what> (...)``."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, expected {expected}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read {what} ({one_line(e)})") from None

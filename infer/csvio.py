@@ -18,7 +18,7 @@ from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
-from facetubes.errors import ConfigError, OutputError
+from facetubes.errors import ConfigError, OutputError, read_text
 from facetubes.manifest import atomic_write_text
 
 __all__ = ["CORE_COLUMNS", "STATUSES", "PredictionRow", "PredictionsWriter", "Predictions", "read_predictions"]
@@ -177,14 +177,7 @@ def _float(v: str, where: str, *, allow_empty: bool) -> float:
 def read_predictions(path: str | os.PathLike) -> Predictions:
     """Read a predictions CSV (ours, or any DFDC-style ``filename,label`` file). Raises ConfigError."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: predictions file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a folder, expected a predictions CSV") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read predictions ({e})") from None
+    text = read_text(p, "predictions file", "a predictions CSV", encoding="utf-8-sig")
     if not text.strip():
         raise ConfigError(f"{p}: predictions file is empty")
     if not text.endswith("\n"):

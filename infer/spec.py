@@ -29,7 +29,7 @@ from typing import Any, Optional
 import yaml
 
 from facetubes.config import ExtractConfig
-from facetubes.errors import ConfigError
+from facetubes.errors import ConfigError, read_text
 
 from .aggregate import MEMBER_AGGS, VIDEO_AGGS, validate_clip
 
@@ -235,14 +235,7 @@ def parse_spec(data: Any, *, path: Optional[Path] = None, known_archs: Optional[
 def load_spec(path: str | os.PathLike, *, known_archs: Optional[list[str]] = None) -> EnsembleSpec:
     """Read and validate an ensemble YAML file. Raises ConfigError (missing file, bad YAML, bad schema)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: ensemble file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a folder, expected an ensemble .yaml file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read ensemble file ({e})") from None
+    text = read_text(p, "ensemble file", "an ensemble .yaml file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from facetubes.errors import ConfigError
+from facetubes.errors import ConfigError, read_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -253,12 +253,9 @@ def apply_overrides(cfg: TrainConfig, values: dict[str, Any], where: str) -> Tra
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; ConfigError with a one-line reason when it is missing or malformed."""
     path = Path(path)
+    text = read_text(path, "config file", "a YAML config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
     if data is None:
