@@ -39,10 +39,8 @@ class ExtractConfig:
     """Detector frames per forward pass (frames are detected as they stream by, so memory stays bounded).
     None: 1 on CPU (no faster per frame when batched, and the least memory), 16 on CUDA."""
     detector_threads: Optional[int] = 1
-    """Torch intra-op threads for CPU detection (restored afterwards). 1 leaves the other cores to the video
-    decoder, which runs at the same time (benchmarks/RESULTS.md: 10.8 s -> 6.6 s per 1080p video under load).
-    Independently, two frames are detected at a time from two Python threads
-    (``facetubes.pipeline.DETECT_THREADS``). None: leave torch's setting as is."""
+    """Torch threads for CPU detection (restored afterwards). 1 leaves the other cores to the video decoder,
+    which runs at the same time (benchmarks/RESULTS.md: 10.8 s -> 6.6 s per 1080p video under load). None: leave as is."""
     decode_threads: int = 0
     """FFmpeg decoding threads per video; 0: FFmpeg's choice (about one per core). ``extract_batch`` with several
     worker processes uses ``cpu_count // workers`` when this is 0, so the workers do not oversubscribe the cores."""

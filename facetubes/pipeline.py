@@ -9,8 +9,6 @@ Two streaming passes over the video, so memory does not grow with its length:
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import contextlib
 import datetime as _dt
 import glob
@@ -79,9 +77,6 @@ class _Analysis:
 # ----------------------------------------------------------------------------------------------------------------
 # pass 1: detection
 
-DETECT_THREADS = 2
-"""CPU detection runs in this many threads (one torch thread each, frames in flight in parallel)."""
-
 SPARSE_DECODE = True
 """Pass 1 lets the decoder skip frames that are neither detected on nor referenced (``iter_frames(sparse=True)``).
 The detected frames are identical; a switch only for benchmarks' A/B runs."""
@@ -104,42 +99,23 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     batch: list[np.ndarray] = []
     batch_idx: list[int] = []
 
-    n_threads = DETECT_THREADS if not str(config.device).startswith("cuda") else 1
-    pool = cf.ThreadPoolExecutor(n_threads, thread_name_prefix="facetubes-detect") if n_threads > 1 else None
-    pending: collections.deque = collections.deque()
-
-    def collect(idxs: list[int], results) -> None:
-        results = [(_rescale(b, sx, sy), p) for b, p in results]
-        detections.extend(to_detections(idxs, results, 1.0, config.min_prob))
-
     def flush() -> None:
         if not batch:
             return
-        if pool is None:
-            collect(list(batch_idx), detector.detect(np.stack(batch)))
-        else:  # results are collected in submission order, at most n_threads batches in flight
-            pending.append((list(batch_idx), pool.submit(detector.detect, np.stack(batch))))
-            while len(pending) > n_threads:
-                idxs, fut = pending.popleft()
-                collect(idxs, fut.result())
+        results = detector.detect(np.stack(batch))
+        results = [(_rescale(b, sx, sy), p) for b, p in results]
+        detections.extend(to_detections(batch_idx, results, 1.0, config.min_prob))
         batch.clear()
         batch_idx.clear()
 
     frames = iter_frames(path, stop=stop, step=config.detect_every, size=size, sparse=SPARSE_DECODE,
                          threads=config.decode_threads)
-    try:
-        for idx, frame in prefetch(frames):
-            batch.append(frame)
-            batch_idx.append(idx)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        while pending:
-            idxs, fut = pending.popleft()
-            collect(idxs, fut.result())
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    for idx, frame in prefetch(frames):
+        batch.append(frame)
+        batch_idx.append(idx)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
     return detections, scale
 
 

@@ -255,36 +255,3 @@ def test_sparse_decoding_and_decoder_threads_do_not_change_what_is_detected_or_c
     assert np.array_equal(cut[0].tubes[0].frames, cut[1].tubes[0].frames)
     with pytest.raises(ConfigError, match="decode_threads"):
         ExtractConfig(decode_threads=-1)
-
-
-def test_threaded_cpu_detection_keeps_frame_order_and_raises_detector_errors(tmp_path, monkeypatch):
-    import facetubes.pipeline as pipeline
-    from facetubes.pipeline import detect_video
-
-    video = tmp_path / "one.mp4"
-    make_video(video, "one", width=160, height=120, n_frames=95, seed=7)
-    info = probe(video)
-
-    class MeanBrightness:  # a "face" whose box encodes the frame's content, so frames cannot be mixed up
-        min_face_size = 20.0
-
-        def detect(self, frames):
-            return [(np.array([[0, 0, 10, 10 + float(f.mean())]], np.float32), np.ones(1, np.float32))
-                    for f in frames]
-
-    got = {}
-    for n in (1, 2):
-        monkeypatch.setattr(pipeline, "DETECT_THREADS", n)
-        dets, _ = detect_video(video, info, CFG, MeanBrightness())
-        got[n] = [(d.frame, d.boxes.round(3).tolist()) for d in dets]
-    assert [f for f, _ in got[2]] == list(range(0, 95, 10))
-    assert got[1] == got[2]
-
-    class Broken:
-        min_face_size = 20.0
-
-        def detect(self, frames):
-            raise RuntimeError("detector failed")
-
-    with pytest.raises(RuntimeError, match="detector failed"):
-        detect_video(video, info, CFG, Broken())
