@@ -193,8 +193,6 @@ def main() -> None:
                     help="A/B: extract every video ROUNDS times with and without the decode thread, alternating")
     ap.add_argument("--compare-sparse", type=int, default=0, metavar="ROUNDS",
                     help="A/B: the same, with and without sparse decoding in pass 1")
-    ap.add_argument("--compare-detect-threads", type=int, default=0, metavar="ROUNDS",
-                    help="A/B: the same, CPU detection from 2 threads vs 1")
     a = ap.parse_args()
 
     work = Path(a.work or tempfile.gettempdir()) / "facetubes-bench"
@@ -248,7 +246,6 @@ def main() -> None:
     comparisons = [  # (flag value, title, pipeline attribute, {label: value})
         (a.compare_prefetch, "decode thread", "prefetch", {"with": pipeline.prefetch, "without": no_thread}),
         (a.compare_sparse, "sparse pass-1 decoding", "SPARSE_DECODE", {"sparse": True, "full": False}),
-        (a.compare_detect_threads, "detection threads", "DETECT_THREADS", {"2": 2, "1": 1}),
     ]
     for runs, title, attr, modes in comparisons:
         if runs:
