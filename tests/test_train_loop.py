@@ -183,6 +183,8 @@ def test_cli_errors_are_one_line(tubes: Path, tmp_path: Path, capsys: pytest.Cap
         err = capsys.readouterr().err
         assert err.startswith("error: ") and match in err and "Traceback" not in err, (argv, err)
         assert err.count("\n") == 1
+    # a failed start leaves no run folder behind (the folders did not exist before)
+    assert not [p.name for p in tmp_path.glob("r[0-9]*")]
 
 
 def test_cli_trains_a_registry_model_and_enforces_resume_rules(tubes: Path, tmp_path: Path,

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -96,8 +97,19 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> None:
         self.cfg, self.env = cfg, env
         self.run_dir = Path(cfg.out).expanduser().resolve()
+        fresh = not resume and bool(cfg.out) and not self.run_dir.exists()
         self._check_run_dir(resume)
         self._log_handlers = self._setup_logging()
+        try:
+            self._start(resume)
+        except BaseException:
+            self.close()
+            if fresh and env.is_main:  # a start that failed (bad data, bad arch...) leaves no run folder behind
+                _remove_failed_start(self.run_dir)
+            raise
+
+    def _start(self, resume: bool) -> None:
+        cfg, env = self.cfg, self.env
         self.device = resolve_device(cfg.device, env)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick the fastest kernels
@@ -465,6 +477,16 @@ class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...
     def close(self) -> None: ...
+
+
+def _remove_failed_start(run_dir: Path) -> None:
+    """Remove a run folder this start created, if it holds nothing but what the start wrote before failing."""
+    leftovers = {"train.log", "split.csv", "config.yaml"}
+    try:
+        if run_dir.is_dir() and all(p.name in leftovers for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass
 
 
 def _progress(*, total: int, initial: int, desc: str, enabled: bool) -> Any:
