@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from infer.aggregate import fake_probability  # noqa: F401  (re-exported: the one definition, used by the loop)
+
 
 def one_hot_targets(labels: Tensor, num_classes: int) -> Tensor:
     """Integer labels ``(B,)`` (0 real, 1 fake) -> soft targets ``(B, K)`` float32.
@@ -41,14 +43,6 @@ def soft_target_loss(logits: Tensor, targets: Tensor) -> Tensor:
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits, targets)
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
-def fake_probability(logits: Tensor) -> Tensor:
-    """``(B, K)`` logits -> ``(B,)`` probability of class 1 (fake): sigmoid for K = 1, softmax otherwise."""
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
 
 
 def _partner(batch: int, rng: np.random.Generator, device: torch.device) -> Tensor:
