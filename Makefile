@@ -41,7 +41,8 @@ demo: $(STAMP)
 	@echo "demo done: $(DEMO)/preview.png (what was extracted), $(DEMO)/run (training), $(DEMO)/eval (metrics, plots)"
 
 bench: $(STAMP)
-	$(PY) benchmarks/extract.py
+	$(PY) benchmarks/extract.py --videos 3 --grain 4 --compare-sparse 2
+	$(PY) benchmarks/extract.py --videos 3 --grain 7 --no-memory --batch 1,2
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
