@@ -501,6 +501,7 @@ class _Source:
                        wanted: Callable[[int], bool]) -> Generator[tuple[int, av.VideoFrame], None, None]:
         ctx = self.stream.codec_context
         index = -1
+        mismatch = False
         try:
             for packet in self.container.demux(self.stream):
                 i = order.get(packet.pts) if packet.pts is not None else None
@@ -508,13 +509,21 @@ class _Source:
                 for frame in packet.decode():
                     got = order.get(frame.pts) if frame.pts is not None else None
                     if got is None or got <= index:
-                        raise VideoError(f"{self.path}: frame timestamps do not match the sample index")
+                        mismatch = True
+                        break
                     index = got
                     yield index, frame
+                if mismatch:
+                    break
         except av.error.FFmpegError as exc:
             raise VideoError(f"{self.path}: cannot decode frame {index + 1}: {_av_message(exc)}") from exc
         finally:
             ctx.skip_frame = "DEFAULT"
+        if mismatch:  # the timestamps do not number the frames after all: decode everything, from the start
+            self._reopen()
+            for i, frame in self._decode(0):
+                if i > index:
+                    yield i, frame
 
     def _reopen(self) -> None:
         self.container.close()

@@ -147,6 +147,17 @@ def test_sparse_decoding_skips_frames_and_yields_the_same_ones(tmp_path, clip, t
             assert decoded == list(range(40)), name
 
 
+def test_sparse_decoding_falls_back_to_full_decoding_when_timestamps_do_not_match(tmp_path, clip,
+                                                                                   monkeypatch) -> None:
+    path = tmp_path / "b.mp4"
+    video.write_video(path, clip[1][:30], fps=25, gop=10)
+    full = list(iter_frames(path, step=10))
+    monkeypatch.setattr(video._Source, "_presentation_order", lambda self: {})  # no frame can be numbered
+    sparse = list(iter_frames(path, step=10, sparse=True))
+    assert [i for i, _ in sparse] == [i for i, _ in full] == [0, 10, 20]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, sparse))
+
+
 def test_sparse_decoding_of_a_rotated_video_matches(tmp_path) -> None:
     path = tmp_path / "rot90.mp4"
     synthetic.make_video(path, "one", width=128, height=96, n_frames=30, rotation=90, seed=3)
