@@ -110,9 +110,16 @@ def test_list_file_and_labels_fill_the_index(tmp_path, videos):
 
 
 def test_workers_in_parallel_give_the_same_tubes(tmp_path, videos):
-    out = tmp_path / "out"
-    assert main(["extract", str(videos), "--out", str(out), "--workers", "2", *FAST]) == 0
-    assert sorted(r.video for r in read_index(out)) == ["vid0", "vid1", "vid2"]
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        assert main(["extract", str(videos), "--out", str(out), "--workers", str(workers), *FAST]) == 0
+        rows[workers] = sorted((r.tube, r.start_frame, r.stop_frame, r.n_frames) for r in read_index(out))
+    assert sorted({t[0].split("_t")[0] for t in rows[2]}) == ["vid0", "vid1", "vid2"]
+    assert rows[1] == rows[2]
+    # each worker decodes with its share of the cores, recorded in the manifest's config
+    config = json.loads((tmp_path / "out2" / "vid0" / "tubes.json").read_text())["config"]
+    assert config["decode_threads"] == max(1, (os.cpu_count() or 1) // 2)
 
 
 def test_sigkill_mid_batch_leaves_no_partial_files_and_rerun_completes(tmp_path):
