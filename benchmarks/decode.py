@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/decode.py                 # 1080p source, 90 frames; 256 px tubes, 300 frames
     .venv/bin/python benchmarks/decode.py --frames 300    # the DFDC length (slower to generate)
+    .venv/bin/python benchmarks/decode.py --source /tmp/facetubes-bench/bench_1920x1080_300_grain4_0.mp4
 
 Part 1, a synthetic 1920x1080 H.264 source: decode only, decode + full-size RGB, decode + RGB downscaled inside
 swscale (what the detector pass uses), every 10th frame only. Part 2, a 256x256 tube written with different GOP
@@ -59,6 +60,11 @@ def source_rows(path: Path, n: int, repeat: int, threads: int) -> list[tuple[str
          lambda: consume(video.iter_frames(path, step=10, size=small, threads=threads))),
         ("decode + RGB 480x270, every 10th frame, 1 thread",
          lambda: consume(video.iter_frames(path, step=10, size=small, threads=1))),
+        ("decode only, 1 thread", lambda: consume(video.iter_av_frames(path, threads=1))),
+        ("sparse decode + RGB 480x270, every 10th frame (extraction's pass 1)",
+         lambda: consume(video.iter_frames(path, step=10, size=small, threads=threads, sparse=True))),
+        ("sparse decode + RGB 480x270, every 10th frame, 1 thread",
+         lambda: consume(video.iter_frames(path, step=10, size=small, threads=1, sparse=True))),
     ]
     return [(name, timed(fn, repeat) / n * 1000) for name, fn in cases]
 
@@ -86,19 +92,24 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per case; the median is reported")
     ap.add_argument("--threads", type=int, default=0, help="decoder threads (0 = FFmpeg's choice)")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the generated videos in")
+    ap.add_argument("--source", type=Path, default=None,
+                    help="measure part 1 on this video instead (e.g. a benchmarks/extract.py input)")
     args = ap.parse_args()
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="facetubes-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / f"source_1080p_{args.frames}.mp4"
-    if not source.exists():
+    source = args.source or folder / f"source_1080p_{args.frames}.mp4"
+    if args.source:
+        args.frames = video.probe(source).n_frames
+    elif not source.exists():
         print(f"generating {source} ...", file=sys.stderr)
         synthetic.make_video(source, "two", width=1920, height=1080, n_frames=args.frames, crf=23, seed=1)
     tube_frames = list(synthetic.render("one", width=256, height=256, n_frames=args.tube_frames, seed=2)[0])
 
     print(f"## facetubes.video decode ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"PyAV {video.av.__version__})\n")
-    print(f"Source: synthetic 1920x1080 H.264 yuv420p, {args.frames} frames, threads={args.threads}.\n")
+    mbps = source.stat().st_size * 8 / (args.frames / 30) / 1e6
+    print(f"Source: {source.name}, {args.frames} frames, {mbps:.1f} Mbit/s at 30 fps, threads={args.threads}.\n")
     print("| case | ms per source frame |\n|---|---:|")
     for name, ms in source_rows(source, args.frames, args.repeat, args.threads):
         print(f"| {name} | {ms:.2f} |")
