@@ -120,4 +120,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from facetubes.errors import FacetubesError
+
+    try:
+        main()
+    except FacetubesError as e:  # a missing or unreadable video: one line, no traceback
+        sys.exit(f"error: {e}")

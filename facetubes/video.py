@@ -137,10 +137,10 @@ def iter_frames(
     _check_output(size, format)
     with _Source(path, threads=threads) as src:
         rotation: Optional[int] = None
-        frames = src.frames(start)
+        frames = None
         if sparse and step > 1 and start == 0:
-            frames = src.sparse_frames(lambda i: i % step == 0 and (stop is None or i < stop)) or frames
-        for index, frame in _select(frames, start, stop, step):
+            frames = src.sparse_frames(lambda i: i % step == 0 and (stop is None or i < stop))
+        for index, frame in _select(frames or src.frames(start), start, stop, step):
             if rotation is None:
                 rotation = src.rotation(frame)
             yield index, _to_array(frame, rotation, size, format)
