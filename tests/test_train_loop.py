@@ -133,6 +133,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tubes: Path, tmp_path
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
+def test_diverging_weights_stop_with_a_one_line_error(tubes: Path, tmp_path: Path) -> None:
+    """A huge learning rate and one step per epoch: the step's loss is finite, but its update leaves non-finite
+    weights, which the validation pass sees first. The run stops with a TrainError, keeping no broken checkpoint."""
+    with pytest.raises(TrainError, match=r"outputs became non-finite after epoch 1 .*lower --lr.*last good"):
+        train(tiny(tubes, tmp_path / "run", lr=1e30, max_grad_norm=0.0, batch_size=8))
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
 def test_corrupt_tube_is_skipped_counted_and_logged(tubes: Path, tmp_path: Path) -> None:
     data = tmp_path / "tubes"
     make_tube_set(data, n_groups=6, size=24, n_frames=8)

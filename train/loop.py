@@ -430,6 +430,10 @@ class Trainer:
         idx = [i for g in gathered for i in g[0]]
         pr = [q for g in gathered for q in g[1]]
         labels = [self.val_set.labels[i] for i in idx]
+        if not all(math.isfinite(q) for q in pr):  # the last step's update blew the weights up
+            raise TrainError(f"the model's outputs became non-finite after epoch {self.epoch + 1} (the weights "
+                             f"diverged; try a lower --lr); stopped, the last good checkpoint "
+                             f"{self.run_dir / 'last.pt'} is kept")
         out = evaluate(labels, pr) if idx else {"val_loss": math.nan}
         out["val_tubes"] = len(idx)
         out["bad_val"] = sum(g[2] for g in gathered)
