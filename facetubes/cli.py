@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="MP4 path, or a folder with --real/--fake")
     p.add_argument("--real", type=int, default=0, help="number of real videos (dataset mode)")
     p.add_argument("--fake", type=int, default=0, help="number of manipulated videos (dataset mode)")
-    p.add_argument("--val-fraction", type=float, default=0.25, help="groups marked split=val (dataset mode)")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="fraction of groups marked split=val (dataset mode; default: 0.25)")
     p.add_argument("--scenario", default="two", help="one, two, crossing, enter_leave, none... (default: two)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)

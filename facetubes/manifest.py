@@ -303,9 +303,24 @@ def read_index(path: str | os.PathLike) -> list[TubeRecord]:
 
 
 def rebuild_index(out_dir: str | os.PathLike, labels: Optional[dict[str, Label]] = None) -> tuple[Path, int]:
-    """(Re)write ``out_dir/index.csv`` from every finished video's ``tubes.json``. Returns (path, n_rows)."""
+    """(Re)write ``out_dir/index.csv`` from every finished video's ``tubes.json``. Returns (path, n_rows).
+
+    The labels (label, group, split) that the existing index holds are kept for the videos ``labels`` does not
+    name, so a rerun without ``--labels``, or with labels for new videos only, loses none of them."""
     out_dir = Path(out_dir)
+    labels = {**_labels_in_index(out_dir / INDEX_NAME), **(labels or {})}
     records: list[TubeRecord] = []
     for mpath, manifest in iter_manifests(out_dir):
         records.extend(records_from_manifest(mpath, manifest, labels))
     return write_index(out_dir / INDEX_NAME, records), len(records)
+
+
+def _labels_in_index(path: Path) -> dict[str, Label]:
+    """The labelled videos of an existing index (empty when there is none or it cannot be read)."""
+    if not path.is_file():
+        return {}
+    try:
+        records = read_index(path)
+    except ConfigError:
+        return {}
+    return {r.video: Label(r.label, r.group or r.video, r.split) for r in records if r.label is not None}

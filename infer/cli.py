@@ -184,7 +184,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
             _log(f"interrupted: {len(writer.done)} videos are in {out}; run the same command again to continue")
             raise
     _log(summary.text())
-    return EXIT_FAILURES if summary.counts["error"] else EXIT_OK
+    earlier = sum(1 for it in items if writer.done.get(it.filename) == "error") - summary.counts["error"]
+    if earlier > 0:
+        _log(f"{earlier} of these videos kept their status error from an earlier run (--retry-errors predicts "
+             "them again)")
+    return EXIT_FAILURES if summary.counts["error"] or earlier > 0 else EXIT_OK
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

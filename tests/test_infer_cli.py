@@ -121,6 +121,12 @@ def test_predict_cli_raw_videos_with_mtcnn(ckpts, tmp_path, capsys):
     assert rows["corrupt.mp4"]["status"] == "error" and rows["corrupt.mp4"]["error"]
     assert "1 failed" in capsys.readouterr().err
 
+    # a resumed run skips both videos, but the CSV still holds the failure: the exit status says so
+    assert main(["predict", str(vids), "-e", str(ens), "-o", str(out), "-q", "--device", "cpu"]) == 1
+    assert "1 of these videos kept their status error from an earlier run" in capsys.readouterr().err
+    (vids / "corrupt.mp4").unlink()
+    assert main(["predict", str(vids), "-e", str(ens), "-o", str(out), "-q", "--device", "cpu"]) == 0
+
 
 BAD_ENSEMBLES = {
     "missing weights": ("members: [{arch: mc3, weights: /nonexistent/mc3.pt}]", "weights file not found"),

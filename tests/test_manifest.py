@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from facetubes.errors import ConfigError
-from facetubes.manifest import (INDEX_COLUMNS, TubeRecord, atomic_path, atomic_write_text, load_labels,
+from facetubes.manifest import (INDEX_COLUMNS, Label, TubeRecord, atomic_path, atomic_write_text, load_labels,
                                 read_index, read_manifest, rebuild_index, write_index, write_manifest)
 
 
@@ -110,6 +110,13 @@ def test_rebuild_index_from_manifests_applies_labels(tmp_path):
     assert n == 3 and [r.tube for r in rows] == ["aaa_t0", "bbb_t0", "bbb_t1"]
     assert [r.label for r in rows] == [0, 1, 1] and [r.group for r in rows] == ["aaa", "aaa", "aaa"]
     assert rows[0].folder == "part_0"
+
+    # a rerun without labels keeps them; labels for some videos replace only those videos' labels
+    rebuild_index(tmp_path)
+    assert [(r.label, r.group, r.split) for r in read_index(path)] == [(r.label, r.group, r.split) for r in rows]
+    rebuild_index(tmp_path, {"bbb": Label(0, "bbb", "val")})
+    assert [(r.label, r.group, r.split) for r in read_index(path)] == [(0, "aaa", "train"), (0, "bbb", "val"),
+                                                                      (0, "bbb", "val")]
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
