@@ -182,6 +182,9 @@ def test_cli_errors_are_one_line(tubes: Path, tmp_path: Path, capsys: pytest.Cap
         (["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r4b"), "--arch", "nope"],
          "unknown model 'nope'"),
         (["--data", str(tubes), "--out", str(tmp_path / "r5"), "--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["--data", str(tubes), "--out", str(tmp_path / "r5b"), "--seed", "-1"], "--seed: must be >= 0"),
+        (["--data", str(tubes), "--out", str(tmp_path / "r5c"), "--lr", "inf"], "--lr: must be a finite number"),
+        (["--data", str(tubes), "--out", str(tmp_path / "r5d"), "--crop-size", "100000"], "--crop-size: must be <="),
         (["--resume", str(tmp_path / "r6")], "not a training run folder"),
         (["--data", str(tubes), "--out", str(tmp_path / "r7"), "--weights", str(tmp_path / "missing.pt"),
           "--arch", "tiny3d"], "missing.pt"),
@@ -193,6 +196,30 @@ def test_cli_errors_are_one_line(tubes: Path, tmp_path: Path, capsys: pytest.Cap
         assert err.count("\n") == 1
     # a failed start leaves no run folder behind (the folders did not exist before)
     assert not [p.name for p in tmp_path.glob("r[0-9]*")]
+
+
+def test_cli_unexpected_failures_are_one_line_too(tubes: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*a, **k):
+        raise RuntimeError("something\nunforeseen")
+
+    monkeypatch.setattr(loop.Trainer, "fit", broken)
+    argv = ["--arch", "tiny3d", "--batch-size", "4", "--clip-len", "4", "--crop-size", "16", "--no-progress"]
+    assert main([*argv, "--data", str(tubes), "--out", str(tmp_path / "run")], task="3d") == 2
+    err = capsys.readouterr().err
+    assert err == "error: RuntimeError: something unforeseen (rerun with FACETUBES_DEBUG=1 for the traceback)\n"
+    monkeypatch.setenv("FACETUBES_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main([*argv, "--data", str(tubes), "--out", str(tmp_path / "run2")], task="3d")
+
+
+def test_every_tube_unreadable_is_an_error_not_a_finished_run(tmp_path: Path) -> None:
+    data = tmp_path / "tubes"
+    make_tube_set(data, n_groups=6, size=24, n_frames=8)
+    for r in read_index(data):
+        r.path.write_bytes(r.path.read_bytes()[:300])
+    with pytest.raises(TrainError, match="tube reads failed in epoch 1 against 0 good clips"):
+        train(tiny(data, tmp_path / "run"))
 
 
 def test_cli_trains_a_registry_model_and_enforces_resume_rules(tubes: Path, tmp_path: Path,

@@ -147,6 +147,11 @@ def main(argv: Optional[Sequence[str]] = None, task: Optional[str] = None) -> in
     except (FacetubesError, WeightsError) as e:
         print(f"{prefix}error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug or an unforeseen failure: still one line; FACETUBES_DEBUG=1 shows the traceback
+        if os.environ.get("FACETUBES_DEBUG"):
+            raise
+        print(f"{prefix}error: {one_line(e)} (rerun with FACETUBES_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 def main_3d() -> int:

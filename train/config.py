@@ -7,6 +7,7 @@ command-line flags. The resolved configuration is written to ``RUN_DIR/config.ya
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -120,9 +121,20 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"--{name.replace('_', '-')}: {why} (got {getattr(self, name)!r})")
 
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            values = v if isinstance(v, (tuple, list)) else (v,)
+            if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+                raise bad(f.name, "must be a finite number")
         for name in ("epochs", "batch_size", "accum_steps", "val_frames"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
+        if self.seed < 0:
+            raise bad("seed", "must be >= 0")
+        for name, most in (("clip_len", 1024), ("crop_size", 2048)):
+            v = getattr(self, name)
+            if v is not None and v > most:
+                raise bad(name, f"must be <= {most}")
         for name in ("clip_len", "crop_size", "val_batch_size"):
             v = getattr(self, name)
             if v is not None and v < 1:

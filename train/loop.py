@@ -196,7 +196,10 @@ class Trainer:
         # a console handler unless the application has configured logging itself (then records propagate to it)
         console = not logging.getLogger().handlers
         if self.env.is_main:
-            fh = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+            try:
+                fh = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+            except OSError as e:
+                raise TrainError(f"{self.run_dir}: cannot write the run folder ({e.strerror or e})") from None
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             handlers.append(fh)
             if console:
@@ -400,7 +403,7 @@ class Trainer:
         seconds = elapsed_before + time.monotonic() - t0
         bad_total = all_reduce_sum([bad], env, self.device)[0] if env.distributed else bad
         self.partial = {}
-        if bad_total > max(MAX_BAD_TUBES, n_sum):  # most reads failed: a vanished disk, not a few corrupt files
+        if bad_total > max(MAX_BAD_TUBES, n_sum) or (bad_total and not n_sum):  # a vanished disk, not a few bad files
             raise TrainError(f"{int(bad_total)} tube reads failed in epoch {self.epoch + 1} against {int(n_sum)} "
                              f"good clips; is {self.cfg.data} reachable? (last good checkpoint kept)")
         return {"train_loss": loss_sum / max(n_sum, 1.0), "train_clips": int(n_sum), "epoch_time_s": seconds,
