@@ -80,6 +80,8 @@ def _cmd_extract(a: argparse.Namespace) -> int:
     from .batch import extract_batch, parse_shard
     from .manifest import load_labels
 
+    if a.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {a.workers}")
     config = _config_from_args(a)
     shard = parse_shard(a.shard) if a.shard else None
     labels = load_labels(a.labels) if a.labels else None
@@ -126,6 +128,19 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         raise ConfigError(f"unknown scenario {a.scenario!r}; choose from {', '.join(SCENARIOS)}")
     out = Path(a.output)
     size = dict(width=a.width, height=a.height, n_frames=a.frames)
+    if a.real < 0 or a.fake < 0:
+        raise ConfigError(f"--real and --fake must be >= 0, got {a.real} and {a.fake}")
+    if a.fake and not a.real:
+        raise ConfigError("fakes are made from real videos: --fake needs --real >= 1")
+    if not 0.0 <= a.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must lie in [0, 1), got {a.val_fraction}")
+    if not (16 <= a.width <= 4096 and 16 <= a.height <= 4096 and 1 <= a.frames <= 10_000):
+        raise ConfigError(f"sample videos are 16 to 4096 px a side and 1 to 10000 frames, got "
+                          f"{a.width}x{a.height}, {a.frames} frames")
+    if (a.real or a.fake) and (out / "metadata.json").exists():
+        raise ConfigError(f"{out}: already holds a sample data set (metadata.json); choose another folder")
+    if out.is_dir() and not (a.real or a.fake):
+        raise ConfigError(f"{out}: is a folder; give a video file name, or --real/--fake for a data set")
     if a.real or a.fake:
         meta = make_dataset(out, a.real, a.fake, seed=a.seed, scenario=a.scenario, val_fraction=a.val_fraction,
                             **size)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from .errors import ConfigError
 
 CropMode = Literal["static", "follow"]
+
+MAX_SIZE = 2048
+"""Largest tube side (a 2048 px tube is already 4x the 3D models' inputs)."""
+MAX_THREADS = 256
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 @dataclass
@@ -85,6 +93,10 @@ class ExtractConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if any(isinstance(x, float) and not math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,))):
+                bad(f"{f.name} must be a finite number, got {v}")
         if self.detect_every < 1:
             bad(f"detect_every must be >= 1, got {self.detect_every}")
         if self.first_frames is not None and self.first_frames < 1:
@@ -95,16 +107,23 @@ class ExtractConfig:
             bad(f"max_frames ({self.max_frames}) must be >= min_frames ({self.min_frames})")
         if self.long_tracks not in ("split", "cap"):
             bad(f"long_tracks must be 'split' or 'cap', got {self.long_tracks!r}")
-        if self.size < 16 or self.size % 2:
-            bad(f"size must be an even number >= 16, got {self.size}")
+        if self.size < 16 or self.size > MAX_SIZE or self.size % 2:
+            bad(f"size must be an even number from 16 to {MAX_SIZE}, got {self.size}")
         if self.margin < 0 or self.margin > 2:
             bad(f"margin must be in [0, 2], got {self.margin}")
         if self.crop not in ("static", "follow"):
             bad(f"crop must be 'static' or 'follow', got {self.crop!r}")
-        if self.decode_threads < 0:
-            bad(f"decode_threads must be >= 0, got {self.decode_threads}")
-        if self.detector_threads is not None and self.detector_threads < 0:
-            bad(f"detector_threads must be >= 0, got {self.detector_threads}")
+        if not 0 <= self.decode_threads <= MAX_THREADS:
+            bad(f"decode_threads must be from 0 to {MAX_THREADS}, got {self.decode_threads}")
+        if self.detector_threads is not None and not 0 <= self.detector_threads <= MAX_THREADS:
+            bad(f"detector_threads must be from 0 to {MAX_THREADS}, got {self.detector_threads}")
+        if self.follow_sigma < 0:
+            bad(f"follow_sigma must be >= 0, got {self.follow_sigma}")
+        if self.preset not in X264_PRESETS:
+            bad(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+        formats = x264_pix_fmts()
+        if formats and self.pix_fmt not in formats:
+            bad(f"pix_fmt must be one of those the encoder takes ({', '.join(formats)}), got {self.pix_fmt!r}")
         if self.keyint is not None and self.keyint < 1:
             bad(f"keyint must be >= 1, got {self.keyint}")
         if not 0 <= self.crf <= 51:
@@ -150,3 +169,14 @@ class ExtractConfig:
         if unknown:
             raise ConfigError(f"unknown extraction setting(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+@functools.lru_cache(maxsize=1)
+def x264_pix_fmts() -> tuple[str, ...]:
+    """Pixel formats libx264 encodes in this PyAV build (empty if it cannot tell)."""
+    try:
+        import av
+
+        return tuple(sorted(f.name for f in (av.codec.Codec("libx264", "w").video_formats or ())))
+    except Exception:  # no libx264: VideoWriter says so when it is used
+        return ()

@@ -160,3 +160,39 @@ def test_unusable_device_fails_once_before_any_video(tmp_path, videos, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "error: device 'cuda' requested but CUDA is not available on this machine"
     assert not (tmp_path / "out").exists()
+
+
+BAD_FLAGS = [
+    (["--margin", "nan"], "margin must be a finite number"),
+    (["--min-face", "nan"], "min_face must be a finite number"),
+    (["--follow-sigma", "-1"], "follow_sigma must be >= 0"),
+    (["--size", "100000"], "size must be an even number from 16 to 2048"),
+    (["--preset", "bogus"], "preset must be one of ultrafast,"),
+    (["--pix-fmt", "bogus"], "pix_fmt must be one of those the encoder takes"),
+    (["--decode-threads", "100000"], "decode_threads must be from 0 to 256"),
+    (["--workers", "0"], "--workers must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[f[0][0] for f in BAD_FLAGS])
+def test_bad_values_fail_once_before_any_video(tmp_path, videos, capsys, flags, message):
+    code = main(["extract", str(videos), "--out", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_checks_its_arguments_and_never_overwrites_a_data_set(tmp_path, capsys):
+    for flags, message in [(["--real", "-1"], "--real and --fake must be >= 0"),
+                           (["--fake", "2"], "--fake needs --real >= 1"),
+                           (["--real", "1", "--val-fraction", "2"], "--val-fraction must lie in [0, 1)"),
+                           (["--width", "100000"], "16 to 4096 px")]:
+        assert main(["sample", str(tmp_path / "s"), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    small = ["--width", "64", "--height", "48", "--frames", "4", "--scenario", "one"]
+    assert main(["sample", str(tmp_path / "s"), "--real", "1", *small]) == 0
+    before = (tmp_path / "s" / "metadata.json").read_text()
+    assert main(["sample", str(tmp_path / "s"), "--real", "2", *small]) == 2
+    assert "already holds a sample data set" in capsys.readouterr().err
+    assert (tmp_path / "s" / "metadata.json").read_text() == before
