@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -39,6 +40,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix or path.suffix}", dir=path.parent)
     except OSError as e:
         raise OutputError(f"{path.parent}: cannot write here ({e.strerror or e})") from None
+    os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0600 files; results are shared like any other file
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,6 +50,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+@functools.lru_cache(maxsize=1)
+def process_umask() -> int:
+    """The process's umask (read once: reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

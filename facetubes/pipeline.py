@@ -29,7 +29,7 @@ from .config import ExtractConfig
 from .crops import CropPlan, crop_frame, plan_crops
 from .detect import Detector, detector_scale, make_detector, scaled_size, to_detections
 from .errors import OutputError, VideoError
-from .manifest import MANIFEST_NAME, MANIFEST_VERSION, write_manifest
+from .manifest import MANIFEST_NAME, MANIFEST_VERSION, process_umask, write_manifest
 from .tracks import Detections, Track, build_tracks
 from .video import VideoInfo, VideoWriter, iter_av_frames, iter_frames, probe, rotate_array, upright_to_stored_boxes
 
@@ -373,6 +373,7 @@ def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: O
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale(out_dir, stem)
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{stem}-", dir=out_dir))
+        work.chmod(0o777 & ~process_umask())  # mkdtemp makes 0700 folders
     except OSError as e:
         raise OutputError(f"{out_dir}: cannot write output ({e.strerror or e})") from None
     try:

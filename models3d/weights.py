@@ -366,6 +366,9 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **extra: Any
     dest = Path(path).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600 files; a checkpoint is shared like any other file
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(ckpt, fh)

@@ -134,3 +134,13 @@ def test_read_manifest_rejects_other_json(tmp_path):
     (tmp_path / "tubes.json").write_text('{"hello": 1}')
     with pytest.raises(ConfigError, match="not a facetubes manifest"):
         read_manifest(tmp_path)
+
+
+def test_atomic_writes_and_video_folders_follow_the_umask(tmp_path):
+    import os
+
+    from facetubes.manifest import process_umask
+
+    target = tmp_path / "f.txt"
+    atomic_write_text(target, "x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~process_umask()

@@ -218,6 +218,9 @@ def test_save_load_roundtrip_identical_output(name: str, tmp_path: Path) -> None
     path = models3d.save_checkpoint(tmp_path / "run" / "best.pt", model, epoch=4,
                                     optimizer={"state": {}, "param_groups": [{"lr": 1e-4}]})
     assert sorted(os.listdir(path.parent)) == ["best.pt"]  # no temp files left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     ckpt = models3d.load_checkpoint(path)
     assert (ckpt["format"], ckpt["arch"], ckpt["num_classes"], ckpt["epoch"]) == ("facetubes", name, 1, 4)
     restored = models3d.create_model(name, weights=path).eval()  # class count comes from the file

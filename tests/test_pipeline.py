@@ -10,6 +10,7 @@ import pytest
 
 from facetubes import ExtractConfig
 from facetubes.errors import ConfigError, OutputError, VideoError
+from facetubes.manifest import process_umask
 from facetubes.pipeline import extract_tubes, extract_tubes_in_memory
 from facetubes.synthetic import make_video
 from facetubes.video import probe, read_frames
@@ -78,6 +79,10 @@ def test_tube_keeps_source_frame_rate(tmp_path, gt_detector):
     m = extract_tubes(video, tmp_path / "out", CFG, detector=gt_detector(truth))
     info = probe(tmp_path / "out" / "ntsc" / m["tubes"][0]["file"])
     assert info.fps_fraction == Fraction(30000, 1001)  # the published code wrote 25 fps
+    # results are readable by others as far as the umask allows (mkdtemp/mkstemp alone would give 0700/0600)
+    mask = process_umask()
+    assert (tmp_path / "out" / "ntsc").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "out" / "ntsc" / "tubes.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_face_entering_late_and_leaving_early_bounds_the_tube(tmp_path, gt_detector):
