@@ -23,7 +23,7 @@ from typing import Iterable, Optional, Sequence
 
 from .config import ExtractConfig
 from .errors import ConfigError, FacetubesError, OutputError, one_line
-from .manifest import ERRORS_NAME, Label, atomic_write_text, rebuild_index
+from .manifest import ERRORS_NAME, Label, atomic_write_text, is_done, rebuild_index
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv",
                               ".flv", ".3gp"})
@@ -236,7 +236,7 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                                                error=f"{v}: another input has the same name ({stems[stem]})"))
             continue
         stems[stem] = str(v)
-        if not overwrite and (out / stem / "tubes.json").is_file():
+        if not overwrite and is_done(out, stem):
             summary.results.append(VideoResult(str(v), stem, "skipped"))
         else:
             todo.append((str(v), stem))

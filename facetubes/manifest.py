@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -96,14 +97,26 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return data
 
 
+def is_done(out_dir: str | os.PathLike, stem: str) -> bool:
+    """True when ``out_dir/<stem>/tubes.json`` exists and reads as a manifest: the video was finished by an earlier
+    run (a damaged manifest means the video is done again)."""
+    try:
+        read_manifest(Path(out_dir) / stem / MANIFEST_NAME)
+    except ConfigError:
+        return False
+    return True
+
+
 def iter_manifests(out_dir: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
     """Every finished video's manifest under a batch output folder (one level deep), sorted by folder name."""
     out_dir = Path(out_dir)
     for p in sorted(out_dir.glob(f"*/{MANIFEST_NAME}")):
         try:
-            yield p, read_manifest(p)
-        except ConfigError:
+            manifest = read_manifest(p)
+        except ConfigError as e:
+            logging.getLogger("facetubes").warning("skipped %s (extract that video again)", e)
             continue
+        yield p, manifest
 
 
 # ----------------------------------------------------------------------------------------------------------------

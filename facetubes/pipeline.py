@@ -29,7 +29,7 @@ from .config import ExtractConfig
 from .crops import CropPlan, crop_frame, plan_crops
 from .detect import Detector, detector_scale, make_detector, scaled_size, to_detections
 from .errors import OutputError, VideoError
-from .manifest import MANIFEST_NAME, MANIFEST_VERSION, process_umask, write_manifest
+from .manifest import MANIFEST_NAME, MANIFEST_VERSION, is_done, process_umask, write_manifest
 from .tracks import Detections, Track, build_tracks
 from .video import VideoInfo, VideoWriter, iter_av_frames, iter_frames, probe, rotate_array, upright_to_stored_boxes
 
@@ -495,11 +495,6 @@ def _compress_boxes(boxes: np.ndarray) -> list:
         else:
             runs.append([1, *b])
     return runs
-
-
-def is_done(out_dir: str | os.PathLike, stem: str) -> bool:
-    """True when ``out_dir/<stem>/tubes.json`` exists: the video was finished by an earlier run."""
-    return (Path(out_dir) / stem / MANIFEST_NAME).is_file()
 
 
 __all__ = ["Tube", "VideoTubes", "analyse", "crop_pass", "detect_video", "extract_tubes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, videos, capsys):
     assert code == 2 and err.startswith("error: ") and "not writable" in err and len(err.splitlines()) == 1
 
 
-def test_rerun_skips_finished_videos_and_overwrite_redoes_them(tmp_path, videos, capsys):
+def test_rerun_skips_finished_videos_and_overwrite_redoes_them(tmp_path, videos, capsys, caplog):
     out = tmp_path / "out"
     assert main(["extract", str(videos), "--out", str(out), *FAST]) == 0
     first = {p: p.stat().st_mtime_ns for p in out.glob("*/tubes.json")}
@@ -75,6 +76,16 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(tmp_path, videos,
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/tubes.json")} == first
     assert main(["extract", str(videos / "vid1.mp4"), "--out", str(out), "--overwrite", *FAST]) == 0
     assert (out / "vid1" / "tubes.json").stat().st_mtime_ns != first[out / "vid1" / "tubes.json"]
+
+    # a damaged manifest is named when the index is rebuilt, and its video is extracted again on a rerun
+    (out / "vid2" / "tubes.json").write_text('{"broken')
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="facetubes"):
+        assert main(["index", str(out)]) == 0
+    assert "vid2/tubes.json: unreadable manifest" in caplog.text
+    assert main(["extract", str(videos), "--out", str(out), *FAST]) == 0
+    assert "2 already done" in capsys.readouterr().err
+    assert len(read_index(out)) == 3 and json.loads((out / "vid2" / "tubes.json").read_text())["tubes"]
 
 
 def test_shards_partition_the_inputs_deterministically(tmp_path, videos):
