@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .config import ExtractConfig
-from .errors import ConfigError, FacetubesError, one_line
+from .errors import ConfigError, FacetubesError, OneLineArgumentParser, one_line
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -153,7 +153,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facetubes", description="Face tubes for deepfake-video detection.")
+    parser = OneLineArgumentParser(prog="facetubes", description="Face tubes for deepfake-video detection.")
     parser.add_argument("--version", action="version", version=f"facetubes {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

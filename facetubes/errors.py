@@ -5,8 +5,10 @@ Command-line tools print ``str(error)`` for these and never a traceback. Anythin
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
+from typing import NoReturn
 
 
 class FacetubesError(Exception):
@@ -45,3 +47,11 @@ def read_text(path: str | os.PathLike, what: str, expected: str, *, encoding: st
         raise ConfigError(f"{p}: is a folder, expected {expected}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read {what} ({one_line(e)})") from None
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse`` parser whose usage errors are one line (``error: ... (see PROG --help)``, exit status 2)
+    instead of the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")

@@ -207,3 +207,16 @@ def test_sample_checks_its_arguments_and_never_overwrites_a_data_set(tmp_path, c
     assert main(["sample", str(tmp_path / "s"), "--real", "2", *small]) == 2
     assert "already holds a sample data set" in capsys.readouterr().err
     assert (tmp_path / "s" / "metadata.json").read_text() == before
+
+
+def test_usage_errors_are_one_line_not_the_usage_block(capsys):
+    from train.cli import main as train_main
+
+    for run, argv, message in [(main, ["extract", "v", "--out", "o", "--crop", "x"],
+                                "error: argument --crop: invalid choice: 'x'"),
+                               (lambda a: train_main(a, task="3d"), ["--bogus"],
+                                "error: unrecognized arguments: --bogus (see train3d --help)")]:
+        with pytest.raises(SystemExit) as exit_:
+            run(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err

@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from facetubes.errors import ConfigError, FacetubesError, one_line
+from facetubes.errors import ConfigError, FacetubesError, OneLineArgumentParser, one_line
 
 from .config import RUNTIME_FIELDS, TrainConfig, apply_overrides, coerce, field_types, load_run_config, resolve_config
 
@@ -36,7 +36,7 @@ _OWN = ("config", "resume", "print_config")
 def build_parser(task: str) -> argparse.ArgumentParser:
     """Parser whose flags mirror :class:`TrainConfig`; unset flags are absent from the namespace."""
     prog = "train3d" if task == "3d" else "train2d"
-    p = argparse.ArgumentParser(
+    p = OneLineArgumentParser(
         prog=prog, argument_default=argparse.SUPPRESS,
         description=f"Train a {'3D video' if task == '3d' else '2D frame'} deepfake detector on face tubes. "
                     f"Example: {_EXAMPLES[task]}. Resume: {prog} --resume RUN.")
