@@ -114,6 +114,8 @@ def _cmd_preview(a: argparse.Namespace) -> int:
     if (target / "tubes.json").is_file():
         png = video_preview(target, a.output)
     elif target.is_dir():
+        if not any(target.glob("*/tubes.json")):
+            raise ConfigError(f"{target}: no finished videos to preview (no */tubes.json)")
         png = batch_preview(target, a.output, max_videos=a.max_videos)
     else:
         raise ConfigError(f"{target}: expected a facetubes output folder or one video's folder")

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import FacetubesError
+from .errors import ConfigError, FacetubesError
 from .manifest import atomic_path, iter_manifests, read_manifest
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -92,6 +92,10 @@ def render_video_sheet(video_dir: str | os.PathLike) -> Image.Image:
 
 
 def _save(img: Image.Image, path: Path) -> Path:
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"{path}: the preview is a PNG picture; give a file name ending in .png")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a .png file name")
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path
@@ -107,6 +111,8 @@ def batch_preview(out_dir: str | os.PathLike, output: Optional[str | os.PathLike
                   max_videos: int = 16) -> Path:
     """Write ``OUT/preview.png``: the sheets of up to ``max_videos`` videos (those with tubes first)."""
     out_dir = Path(out_dir)
+    if max_videos < 1:
+        raise ConfigError(f"--max-videos must be >= 1, got {max_videos}")
     items = list(iter_manifests(out_dir))
     items.sort(key=lambda pm: (len(pm[1]["tubes"]) == 0, pm[0].parent.name))
     sheets = [render_video_sheet(p.parent) for p, _ in items[:max_videos]]

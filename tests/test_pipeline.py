@@ -260,3 +260,36 @@ def test_sparse_decoding_and_decoder_threads_do_not_change_what_is_detected_or_c
     assert np.array_equal(cut[0].tubes[0].frames, cut[1].tubes[0].frames)
     with pytest.raises(ConfigError, match="decode_threads"):
         ExtractConfig(decode_threads=-1)
+
+
+def test_preview_draws_every_track_and_shows_each_tube(tmp_path, gt_detector, capsys):
+    from PIL import Image
+
+    from facetubes.cli import main
+    from facetubes.preview import COLOURS, THUMB, batch_preview, video_preview
+
+    out = tmp_path / "out"
+    for name, scenario in (("two", "two"), ("empty", "none")):
+        truth = make_video(tmp_path / f"{name}.mp4", scenario, width=320, height=240, n_frames=70, seed=2)
+        extract_tubes(tmp_path / f"{name}.mp4", out, CFG, detector=gt_detector(truth))
+    sheet = np.asarray(Image.open(video_preview(out / "two")).convert("RGB"))
+    colours = {tuple(c) for c in sheet.reshape(-1, 3)}
+    assert COLOURS[0] in colours and COLOURS[1] in colours  # both tracks' boxes are drawn in their colours
+    # frame panel, then one thumbnail row per tube: each row shows the face, not an empty strip
+    rows = sheet[-(2 * (THUMB + 24) + 8):-8]
+    for k in range(2):
+        thumb = rows[k * (THUMB + 24) + 16:k * (THUMB + 24) + 16 + THUMB, 16 + 2:16 + 2 + THUMB]
+        assert thumb.std() > 40, k  # about 70 with the thumbnails, 18 for "(tube unreadable)" on grey
+
+    both = Image.open(batch_preview(out))
+    alone = Image.open(out / "two" / "preview.png")
+    assert both.height > alone.height and both.width == alone.width  # the no-face video adds its own sheet
+
+    for argv, message in [(["preview", str(tmp_path / "nothing")], "expected a facetubes output folder"),
+                          (["preview", str(tmp_path)], "no finished videos to preview"),
+                          (["preview", str(out), "--output", str(tmp_path / "notes.txt")], "ending in .png"),
+                          (["preview", str(out), "--max-videos", "0"], "--max-videos must be >= 1")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "notes.txt").exists()
