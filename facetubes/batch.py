@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,11 +143,15 @@ _WORKER: dict = {}
 
 
 def _init_worker(config_dict: dict, n_threads: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group: while a worker is still importing torch, the main
+    # process handles it alone (otherwise each starting worker prints a KeyboardInterrupt traceback)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(max(1, n_threads))
     _WORKER["config"] = ExtractConfig.from_dict(config_dict)
     _WORKER["detector"] = None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _process(source: str, stem: str, out_dir: str) -> VideoResult:

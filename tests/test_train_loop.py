@@ -292,3 +292,19 @@ def test_train2d_seresnext50(tubes: Path, tmp_path: Path) -> None:
     assert model.num_classes == 1 and model.preset.crop_size == 32
     rows = _rows(run)
     assert len(rows) == 1 and rows[0]["val_tubes"] == "4"
+
+
+@pytest.mark.parametrize("step, message", [(1, "interrupted before the first checkpoint; nothing to resume"),
+                                           (3, "interrupted; continue with train3d --resume")])
+def test_ctrl_c_names_the_resume_command_only_when_there_is_a_checkpoint(
+        tubes: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, step: int,
+        message: str) -> None:
+    def interrupt(self: Trainer) -> None:
+        if self.global_step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "after_step", interrupt)
+    argv = ["--arch", "tiny3d", "--batch-size", "4", "--clip-len", "4", "--crop-size", "16", "--no-progress",
+            "--val-fraction", "0.34", "--num-workers", "0", "--epochs", "2", "--save-every-minutes", "0"]
+    assert main([*argv, "--data", str(tubes), "--out", str(tmp_path / "run")], task="3d") == 130
+    assert message in capsys.readouterr().err

@@ -141,8 +141,10 @@ def main(argv: Optional[Sequence[str]] = None, task: Optional[str] = None) -> in
                   f"checkpoints in {result.run_dir} (best.pt, last.pt)")
         return 0
     except KeyboardInterrupt:
-        where = f" --resume {cfg.out}" if cfg is not None and cfg.out else ""
-        print(f"{prefix}interrupted; continue with train{task}{where}", file=sys.stderr)
+        if cfg is not None and cfg.out and (Path(cfg.out) / "last.pt").is_file():
+            print(f"{prefix}interrupted; continue with train{task} --resume {cfg.out}", file=sys.stderr)
+        else:
+            print(f"{prefix}interrupted before the first checkpoint; nothing to resume", file=sys.stderr)
         return 130
     except (FacetubesError, WeightsError) as e:
         print(f"{prefix}error: {one_line(e)}", file=sys.stderr)
