@@ -59,6 +59,10 @@ class VideoTubes:
     detections: list[Detections]
     tracks: list[Track] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    status: str = "ok"
+    """As in ``tubes.json``: ``ok``, ``no_face``, ``no_tube`` or ``too_short``."""
+    note: str = ""
+    """Why there is no tube (empty when ``status`` is ``ok``)."""
 
 
 @dataclass
@@ -347,7 +351,7 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
     counts = crop_pass(path, a.info, plans, config.size, sink, threads=config.decode_threads)
     tubes = [Tube(tr, p, arr[:n]) for (tr, p), arr, n in zip(a.plans, arrays, counts) if n > 0]
     a.timings["crop_s"] = round(time.perf_counter() - t0, 4)
-    return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings)
+    return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings, a.status, a.note)
 
 
 def video_stem(path: str | os.PathLike) -> str:

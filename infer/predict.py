@@ -157,8 +157,7 @@ def load_item(item: WorkItem, config: ExtractConfig, detector: Any = None) -> Lo
             out.tubes = [t.frames for t in vt.tubes if len(t.frames)]
             out.timings = {k: float(v) for k, v in (vt.timings or {}).items() if isinstance(v, (int, float))}
             if not out.tubes:
-                found = any(len(d.boxes) for d in vt.detections)
-                out.note = "faces detected but no usable track" if found else "no face detected"
+                out.note = vt.note or "no usable face track"
         else:
             t0 = time.perf_counter()
             out.tubes = [read_tube(p, config.first_frames) for p in item.tubes]

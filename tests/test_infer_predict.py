@@ -104,6 +104,9 @@ def test_raw_videos_ok_no_face_and_error_rows(videos: Path, tmp_path: Path):
     assert summary.counts == {"ok": 1, "no_face": 1, "error": 1}
     text = summary.text()
     assert "1 failed" in text and "broken.mp4" in text
+    # a face in a video too short for min_frames is not reported as "no face detected"
+    short = load_item(collect_work([videos / "face.mp4"])[0], config().replace(min_frames=31), BrightDetector())
+    assert not short.tubes and short.note == "video has 30 frames, fewer than min_frames=31"
 
 
 def test_tubes_are_built_in_memory_without_writing_files(videos: Path, tmp_path: Path, monkeypatch):
