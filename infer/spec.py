@@ -107,9 +107,9 @@ def _expand(raw: str, base: Optional[Path]) -> Path:
     return p
 
 
-def _int(v: Any, what: str, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{what} must be an integer >= {lo}, got {v!r}")
+def _int(v: Any, what: str, lo: int = 1, hi: int = 1 << 20) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{what} must be an integer from {lo} to {hi}, got {v!r}")
     return v
 
 
@@ -133,9 +133,9 @@ def _parse_member(i: int, raw: Any, where: str, base: Optional[Path], known_arch
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise ConfigError(f"{w} ({arch}): 'weight' must be a number >= 0, got {weight!r}")
     kw: dict[str, Any] = {}
-    for key in ("clip_len", "crop_size", "frames", "batch_size"):
+    for key, most in (("clip_len", 1024), ("crop_size", 2048), ("frames", 1024), ("batch_size", 4096)):
         if raw.get(key) is not None:
-            kw[key] = _int(raw[key], f"{w} ({arch}): '{key}'")
+            kw[key] = _int(raw[key], f"{w} ({arch}): '{key}'", hi=most)
     if raw.get("num_classes") is not None:
         n = _int(raw["num_classes"], f"{w} ({arch}): 'num_classes'")
         if n not in (1, 2):
