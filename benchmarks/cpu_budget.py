@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def main() -> None:
     for _ in range(3):
         out = Path(tempfile.mkdtemp())
         extract_walls.append(measure(lambda: extract_tubes(v, out, cfg, detector=det))[1])
+        shutil.rmtree(out, ignore_errors=True)
     torch.set_num_threads(1)  # extract_tubes restores the thread count it found
     row("decode_1t", "full decode, 1 thread", lambda: [0 for _ in iter_av_frames(v, threads=1)])
     row("decode", "full decode, threaded", lambda: [0 for _ in iter_av_frames(v)])
