@@ -116,6 +116,13 @@ class PredictionsWriter:
             if len(r) != len(self.columns):
                 raise ConfigError(f"{self.path}:{i}: malformed row ({len(r)} fields, expected {len(self.columns)});"
                                   " fix or remove the file, or pass --overwrite")
+            try:
+                _float(r[1], f"{self.path}:{i}: label", allow_empty=False)
+            except ConfigError as e:
+                raise ConfigError(f"{e}; fix or remove the row, or pass --overwrite") from None
+            if r[3] not in STATUSES:
+                raise ConfigError(f"{self.path}:{i}: unknown status {r[3]!r}; fix or remove the row, or pass "
+                                  "--overwrite")
             if r[3] == "error" and self._retry_errors:
                 rewrite = True
                 continue

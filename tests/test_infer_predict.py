@@ -167,6 +167,12 @@ def test_resume_skips_done_videos_and_drops_a_partial_row(tmp_path: Path):
     assert [x["filename"] for x in rows(out)] == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
     read_predictions(out)  # well-formed
 
+    # a row edited by hand into nonsense is refused on resume, not kept and appended to
+    text = out.read_text().splitlines()
+    out.write_text("\n".join(text[:2] + ["v1.mp4,notnum" + text[2][text[2].index(",", 7):]] + text[3:]) + "\n")
+    with pytest.raises(ConfigError, match=r"p.csv:3: label: 'notnum' is not a number; fix or remove the row"):
+        PredictionsWriter(out)
+
 
 def test_retry_errors_and_overwrite(tmp_path: Path):
     out = tmp_path / "p.csv"
