@@ -113,7 +113,27 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
                    help="report folder (default: <predictions>_eval/ next to the CSV)")
     p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="JSON report only")
+    _add_evaluation_options(p)
     p.set_defaults(handler=cmd_evaluate)
+
+
+def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    """Level, aggregation, breakdown and bootstrap flags (see docs/evaluation.md)."""
+    g = p.add_argument_group("levels, breakdowns and confidence intervals")
+    g.add_argument("--level", choices=("video", "tube", "frame"), default="video",
+                   help="one sample per video (the CSV), per face track or per face and frame (both from --details; "
+                        "default: %(default)s)")
+    g.add_argument("--details", metavar="JSONL", default=None,
+                   help="per-person details file written by `facetubes predict --details`")
+    g.add_argument("--frame-agg", choices=("mean", "median", "max"), default=None,
+                   help="recompute frame members' tube scores from their frame scores (default: as predicted)")
+    g.add_argument("--tube-agg", choices=("mean", "median", "max"), default=None,
+                   help="--level video: recompute video scores from the tube scores (default: the CSV's)")
+    g.add_argument("--by", default=None, metavar="KEYS",
+                   help="breakdowns, comma-separated: dataset,method,compression,folder")
+    g.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="95%% bootstrap intervals of AUC and log loss from N resamples (default: none; 1000 is usual)")
+    g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,17 +213,24 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     """Handler of ``facetubes evaluate``."""
-    from facetubes.manifest import load_labels
-
+    from .breakdown import load_eval_labels, parse_by, resolve_folders
     from .csvio import read_predictions
     from .evaluate import default_report_dir, evaluate_predictions, format_report, write_report
+    from .levels import read_details
 
     if not 0.0 <= a.eps < 0.5:
         raise ConfigError(f"--eps must be in [0, 0.5), got {a.eps}")
+    by = parse_by(a.by)
     preds = read_predictions(a.predictions)
-    labels = load_labels(a.labels)
-    report, arrays = evaluate_predictions(preds, labels, eps=a.eps)
+    labels, attributes = load_eval_labels(a.labels)
+    details = read_details(a.details) if a.details else None
+    resolve_folders(attributes, preds.filenames, details)
+    report, arrays = evaluate_predictions(preds, labels, eps=a.eps, level=a.level, details=details,
+                                          frame_agg=a.frame_agg, tube_agg=a.tube_agg, by=by,
+                                          attributes=attributes, bootstrap=a.bootstrap, seed=a.seed)
     report["labels"] = [str(x) for x in a.labels]
+    if a.details:
+        report["details"] = str(a.details)
     paths = write_report(report, arrays, default_report_dir(a.predictions, a.out), plots=a.plots)
     print(format_report(report))
     _log("report: " + ", ".join(str(p) for p in paths.values()))
