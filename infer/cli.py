@@ -1,7 +1,7 @@
-"""``facetubes predict`` and ``facetubes evaluate``.
+"""``facetubes predict``, ``facetubes evaluate`` and ``facetubes evaluate-cross``.
 
 Registered as sub-commands of ``facetubes`` through the ``facetubes.commands`` entry-point group
-(``register_predict``, ``register_evaluate``); ``python -m infer.cli predict|evaluate ...`` runs them standalone.
+(``register_predict``, ``register_evaluate``, ``register_evaluate_cross``); ``python -m infer.cli predict|evaluate ...`` runs them standalone.
 Heavy imports (torch, models) happen inside the handlers so that ``facetubes --help`` stays fast.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 from facetubes.config import ExtractConfig
 from facetubes.errors import ConfigError
 
-__all__ = ["register_predict", "register_evaluate", "main", "extract_config_from_args"]
+__all__ = ["register_predict", "register_evaluate", "register_evaluate_cross", "main", "extract_config_from_args"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -115,6 +115,31 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", dest="plots", action="store_false", help="JSON report only")
     _add_evaluation_options(p)
     p.set_defaults(handler=cmd_evaluate)
+
+
+def register_evaluate_cross(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate-cross`` to a ``facetubes`` sub-parser set."""
+    p = subparsers.add_parser(
+        "evaluate-cross", help="cross-dataset table (rows: training sets, columns: test sets) from several "
+                               "predictions CSVs; Markdown, CSV, JSON and a heat map",
+        description="Each --run TRAIN=PREDICTIONS.csv is split into test-set columns by the videos' dataset "
+                    "(or --columns method for a cross-manipulation table); TRAIN@TEST=PREDICTIONS.csv puts the "
+                    "whole file in column TEST. Writes cross.md, cross.csv, cross.json and cross.png.")
+    p.add_argument("--run", "-r", dest="runs", action="append", required=True, metavar="TRAIN[@TEST]=CSV",
+                   help="one predictions CSV of a model trained on TRAIN (repeat for every run)")
+    p.add_argument("--labels", "-l", required=True, nargs="+", metavar="FILE",
+                   help="labels of every test set (as for evaluate; CSVs and index.csv may carry a dataset column)")
+    p.add_argument("--columns", choices=("dataset", "method", "compression", "folder"), default="dataset",
+                   help="what a column is, for TRAIN=CSV runs (default: %(default)s)")
+    p.add_argument("--metric", choices=("auc", "log_loss", "eer", "ap", "accuracy"), default="auc",
+                   help="the metric in the table and heat map (cross.json has all; default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="95%% bootstrap intervals of AUC and log loss per cell from N resamples (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")
+    p.add_argument("--out", "-o", default="cross_eval", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="no heat map")
+    p.set_defaults(handler=cmd_evaluate_cross)
 
 
 def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
@@ -234,6 +259,23 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     paths = write_report(report, arrays, default_report_dir(a.predictions, a.out), plots=a.plots)
     print(format_report(report))
     _log("report: " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK
+
+
+def cmd_evaluate_cross(a: argparse.Namespace) -> int:
+    """Handler of ``facetubes evaluate-cross``."""
+    from .breakdown import load_eval_labels
+    from .cross import cross_table, format_markdown, parse_run, write_cross
+
+    if not 0.0 <= a.eps < 0.5:
+        raise ConfigError(f"--eps must be in [0, 0.5), got {a.eps}")
+    runs = [parse_run(r) for r in a.runs]
+    labels, attributes = load_eval_labels(a.labels)
+    table = cross_table(runs, labels, attributes, columns=a.columns, bootstrap=a.bootstrap, seed=a.seed,
+                        eps=a.eps)
+    paths = write_cross(table, a.out, metric=a.metric, plots=a.plots)
+    print(format_markdown(table, a.metric), end="")
+    _log("table: " + ", ".join(str(p) for p in paths.values()))
     return EXIT_OK
 
 
