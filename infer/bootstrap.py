@@ -20,8 +20,10 @@ from .metrics import DEFAULT_EPS, _check
 
 __all__ = ["resample_weights", "weighted_auc", "weighted_log_loss", "bootstrap_ci"]
 
-#: resamples processed together; bounds the memory to about CHUNK x N x 8 bytes per temporary.
+#: resamples processed together at most, and the number of (resample, sample) cells per chunk: bounds each
+#: temporary array to about 32 MB whatever the number of samples.
 CHUNK = 256
+CHUNK_CELLS = 4_000_000
 
 
 def resample_weights(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
@@ -130,7 +132,7 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, *, n_resamples: int = 1000, seed:
     q_ll = _sample_log_loss(y, p, eps)[s.order]  # (N,) per-sample loss, sorted like the weights
     cid_sorted = cid[s.order] if cid is not None else None
     aucs, lls = [], []
-    for b in _chunks(n_resamples, CHUNK):
+    for b in _chunks(n_resamples, max(1, min(CHUNK, CHUNK_CELLS // y.size))):
         # plain resampling: the draws are exchangeable, so the counts are drawn directly in the sorted order
         w = resample_weights(rng, n_units, b).astype(np.float64)
         if cid_sorted is not None:
