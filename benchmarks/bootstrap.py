@@ -1,9 +1,9 @@
 """Bootstrap confidence intervals: the vectorised ``infer.bootstrap.bootstrap_ci`` against a plain loop that draws
 indices and calls ``roc_auc`` + ``log_loss`` once per resample (the baseline, measured in the same run).
 
-In-process timing (no CLI start-up, no import time): wall-clock (and process CPU time) best of ``--repeat`` runs of ``bootstrap_ci`` with ``--resamples``
-resamples of ``--videos`` synthetic videos (half fake, scores rounded to 3 decimals, so there are ties). The loop
-baseline runs ``--loop-resamples`` resamples and is scaled to ``--resamples``. Also times clustered resampling
+In-process timing (no CLI start-up, no import time): wall-clock (and process CPU time) best of ``--repeat`` runs
+of ``bootstrap_ci`` with ``--resamples`` resamples of ``--videos`` synthetic videos (half fake, scores rounded to
+3 decimals, so there are ties). The loop baseline runs ``--loop-resamples`` resamples and is scaled to ``--resamples``. Also times clustered resampling
 (``--frames`` frames per video, whole videos resampled), as ``evaluate --level frame --bootstrap`` does.
 
     .venv/bin/python benchmarks/bootstrap.py

@@ -1,7 +1,8 @@
 """``facetubes predict``, ``facetubes evaluate`` and ``facetubes evaluate-cross``.
 
 Registered as sub-commands of ``facetubes`` through the ``facetubes.commands`` entry-point group
-(``register_predict``, ``register_evaluate``, ``register_evaluate_cross``); ``python -m infer.cli predict|evaluate ...`` runs them standalone.
+(``register_predict``, ``register_evaluate``, ``register_evaluate_cross``); ``python -m infer.cli predict|evaluate
+...`` runs them standalone.
 Heavy imports (torch, models) happen inside the handlers so that ``facetubes --help`` stays fast.
 """
 

@@ -134,6 +134,12 @@ def evaluate_predictions(preds: Predictions, labels: Mapping[str, Label], *, eps
         notes.append(f"{len(missing)} predicted videos have no label and are not evaluated")
     if unpredicted:
         notes.append(f"{unpredicted} labelled videos have no prediction")
+    if details is not None and level != "video":
+        extra = [s for s in details if s not in predicted]
+        if extra:
+            notes.append(f"{len(extra)} videos of the details file are not in the predictions CSV and are not "
+                         "evaluated")
+            details = {s: o for s, o in details.items() if s in predicted}
     if level == "video":
         samples = _video_samples(preds, labels, has, stems, details, tube_agg, frame_agg)
     elif level == "tube":

@@ -123,6 +123,16 @@ def test_video_level_recomputed_from_tubes(tmp_path):
     assert "as predicted" in plain["aggregation"] and plain["level"] == "video"
 
 
+def test_tube_level_counts_only_the_predicted_videos(tmp_path):
+    pred, _labels, det = write_inputs(tmp_path)
+    details = read_details(det)
+    labels = {**LABELS, "zzz": Label(1, "zzz")}
+    details["zzz"] = {**details["bbb"], "video": "zzz"}  # in the details file, not in the CSV
+    report, arrays = evaluate_predictions(read_predictions(pred), labels, level="tube", details=details)
+    assert "zzz" not in arrays["video"].tolist() and report["n_samples"] == 9
+    assert any("not in the predictions CSV" in n for n in report["notes"])
+
+
 def test_breakdowns_method_uses_the_shared_reals_of_its_dataset(tmp_path):
     pred, labels_csv, det = write_inputs(tmp_path)
     labels, attrs = load_eval_labels([labels_csv])
