@@ -27,7 +27,8 @@ import numpy as np
 from facetubes.errors import ConfigError
 from facetubes.manifest import Label, load_labels, read_index
 
-__all__ = ["BREAKDOWN_KEYS", "NONE", "parse_by", "load_eval_labels", "resolve_folders", "breakdown_cells",
+__all__ = ["BREAKDOWN_KEYS", "NONE", "parse_by", "match_label", "label_attributes", "load_eval_labels",
+           "resolve_folders", "breakdown_cells",
            "plot_breakdown"]
 
 BREAKDOWN_KEYS: tuple[str, ...] = ("dataset", "method", "compression", "folder")
@@ -65,28 +66,66 @@ def _is_index(path: Path) -> bool:
     return "tube" in header and "path" in header
 
 
-def load_eval_labels(paths: Sequence[str | os.PathLike]) -> tuple[dict[str, Label], dict[str, dict[str, str]]]:
+def match_label(labels: Mapping[str, Label], name: str, source: str = "") -> Optional[Label]:
+    """The label of a predicted video: by its stem, then by the longest tail of its path (``name``, then the
+    details' ``source``) that the table knows, then by the table's aliases (label tables of the dataset readers
+    carry ``aliases``: root-relative paths and stems that only one video has)."""
+    aliases: Mapping[str, Label] = getattr(labels, "aliases", {}) or {}
+    stem = Path(name).stem
+    lab = labels.get(stem) if stem in labels else None
+    if lab is not None:
+        return lab
+    for path in (name, source):
+        parts = Path(path).as_posix().split("/") if path else []
+        for k in range(len(parts)):
+            tail = "/".join(parts[k:])
+            for key in (tail, str(Path(tail).with_suffix(""))):
+                lab = (labels.get(key) if key in labels else None) or aliases.get(key)
+                if lab is not None:
+                    return lab
+    return aliases.get(stem)
+
+
+def label_attributes(lab: Label) -> dict[str, str]:
+    """The breakdown values a label carries (``Label.dataset/method/compression/folder``, where present)."""
+    return _present({k: getattr(lab, k, "") for k in BREAKDOWN_KEYS})
+
+
+def _merge(tables: Sequence[Mapping[str, Label]]) -> Mapping[str, Label]:
+    from facetubes import manifest
+
+    merge = getattr(manifest, "merge_labels", None)  # keeps the aliases of the dataset readers' tables
+    if merge is not None:
+        return merge(*tables)
+    out: dict[str, Label] = {}
+    for t in tables:
+        out.update(t)
+    return out
+
+
+def load_eval_labels(paths: Sequence[str | os.PathLike]) -> tuple[Mapping[str, Label], dict[str, dict[str, str]]]:
     """Labels (as :func:`facetubes.manifest.load_labels`, plus ``index.csv`` files, whose unlabelled rows are
-    skipped) and each video's attributes: stem -> {attribute: value} (only the values found)."""
-    labels: dict[str, Label] = {}
+    skipped; later sources win) and the attributes that label files give beside the labels: stem ->
+    {attribute: value} (the CSVs' ``dataset, method, compression, folder`` columns, the folder of each
+    ``metadata.json``). The attributes of the Label objects themselves are read when videos are matched."""
+    tables: list[Mapping[str, Label]] = []
     attrs: dict[str, dict[str, str]] = {}
     for raw in paths:
         p = Path(raw)
         if _is_index(p):
+            table: dict[str, Label] = {}
             for r in read_index(p):
                 if r.label is None:
                     continue
-                labels[r.video] = Label(r.label, r.group or r.video, r.split)
-                attrs.setdefault(r.video, {}).update(_present({"folder": r.folder, **{
-                    k: getattr(r, k, "") for k in ("dataset", "method", "compression")}}))
+                extra = {k: getattr(r, k, "") for k in ("dataset", "method", "compression")}
+                table[r.video] = Label(r.label, r.group or r.video, r.split)
+                attrs.setdefault(r.video, {}).update(_present({"folder": r.folder, **extra}))
+            tables.append(table)
             continue
-        found = load_labels([p])
-        labels.update(found)
-        for stem, lab in found.items():
-            attrs.setdefault(stem, {}).update(_present({k: getattr(lab, k, "") for k in
-                                                        ("dataset", "method", "compression")}))
+        tables.append(load_labels([p]))
         _extra_attributes(p, attrs)
-    if not labels:
+    labels = _merge(tables)
+    if not len(labels):
         raise ConfigError(f"{', '.join(map(str, paths))}: no labels found")
     return labels, attrs
 

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -25,7 +25,7 @@ from facetubes.errors import ConfigError
 from facetubes.manifest import Label, atomic_write_text
 
 from .bootstrap import bootstrap_ci
-from .breakdown import breakdown_cells, plot_breakdown
+from .breakdown import breakdown_cells, label_attributes, match_label, plot_breakdown
 from .csvio import Predictions
 from .levels import LEVELS, REDUCTIONS, Samples, frame_samples, tube_samples, video_samples_from_details
 from .metrics import DEFAULT_EPS, binary_metrics, correlation_matrix, optional_round, roc_curve
@@ -108,18 +108,38 @@ def evaluate_predictions(preds: Predictions, labels: Mapping[str, Label], *, eps
         ConfigError: no prediction has a label, or an option does not fit the others.
     """
     _check_options(level, details, frame_agg, tube_agg, bootstrap)
-    stems = [Path(f).stem for f in preds.filenames]
-    has = np.array([s in labels for s in stems], dtype=bool)
+    keys = [video_key(f) for f in preds.filenames]  # sample ids at video level: the filename minus extension
+    det_of: dict[str, str] = {}  # CSV key -> its video in the details file
+    for k in keys if details else ():
+        d = k if k in details else PurePosixPath(k).name
+        if d in details:
+            det_of[k] = d
+    resolved: dict[str, Label] = {}  # every predicted video's label, by stem, path tail or alias
+    for f, k in zip(preds.filenames, keys):
+        lab = match_label(labels, f, str(details[det_of[k]].get("source") or "") if k in det_of else "")
+        if lab is not None:
+            resolved[k] = lab
+    has = np.array([k in resolved for k in keys], dtype=bool)
     missing = [f for f, h in zip(preds.filenames, has) if not h]
     if not has.any():
         examples = ", ".join(preds.filenames[:3])
-        raise ConfigError(f"none of the {len(stems)} predicted videos has a label (e.g. {examples}); "
+        raise ConfigError(f"none of the {len(keys)} predicted videos has a label (e.g. {examples}); "
                           "are these the right labels?")
-    predicted = set(stems)
-    unpredicted = sum(1 for k in labels if k not in predicted)
+    matched = {id(lab) for lab in resolved.values()}
+    unpredicted = sum(1 for lab in labels.values() if id(lab) not in matched)
+    notes: list[str] = []
+    if details is not None and level != "video":
+        extra = len(details) - len(set(det_of.values()))
+        if extra:
+            notes.append(f"{extra} videos of the details file are not in the predictions CSV and are not "
+                         "evaluated")
+        resolved = {d: resolved[k] for k, d in det_of.items() if k in resolved}  # keyed by details video
+        details = {d: details[d] for d in resolved}
+    given = attributes or {}
+    attributes = {k: {**_given_attributes(given, k), **label_attributes(lab)} for k, lab in resolved.items()}
     report: dict[str, Any] = {
         "predictions": str(preds.path),
-        "n_predictions": len(stems),
+        "n_predictions": len(keys),
         "n_evaluated": int(has.sum()),
         "n_missing_labels": len(missing),
         "missing_labels_examples": missing[:10],
@@ -129,23 +149,16 @@ def evaluate_predictions(preds: Predictions, labels: Mapping[str, Label], *, eps
         "eps": eps,
         "level": level,
     }
-    notes: list[str] = []
     if missing:
         notes.append(f"{len(missing)} predicted videos have no label and are not evaluated")
     if unpredicted:
         notes.append(f"{unpredicted} labelled videos have no prediction")
-    if details is not None and level != "video":
-        extra = [s for s in details if s not in predicted]
-        if extra:
-            notes.append(f"{len(extra)} videos of the details file are not in the predictions CSV and are not "
-                         "evaluated")
-            details = {s: o for s, o in details.items() if s in predicted}
     if level == "video":
-        samples = _video_samples(preds, labels, has, stems, details, tube_agg, frame_agg)
+        samples = _video_samples(preds, resolved, has, keys, details, det_of, tube_agg, frame_agg)
     elif level == "tube":
-        samples = tube_samples(details or {}, labels, frame_agg=frame_agg)
+        samples = tube_samples(details or {}, resolved, frame_agg=frame_agg)
     else:
-        samples = frame_samples(details or {}, labels)
+        samples = frame_samples(details or {}, resolved)
     notes.extend(samples.notes)
     y, p, videos = samples.y, samples.p, samples.video
     clusters = None if level == "video" else videos
@@ -188,22 +201,36 @@ def _metrics(y: np.ndarray, p: np.ndarray, eps: float, bootstrap: int, seed: int
     return m
 
 
-def _video_samples(preds: Predictions, labels: Mapping[str, Label], has: np.ndarray, stems: list[str],
-                   details: Optional[Mapping[str, dict]], tube_agg: Optional[str], frame_agg: Optional[str]
-                   ) -> Samples:
+def video_key(filename: str) -> str:
+    """A predicted video's id: its CSV filename without the extension (``a/b.mp4`` -> ``a/b``)."""
+    return PurePosixPath(Path(filename).as_posix()).with_suffix("").as_posix()
+
+
+def _given_attributes(given: Mapping[str, Mapping[str, str]], key: str) -> dict[str, str]:
+    for k in (key, PurePosixPath(key).name):
+        if k in given:
+            return dict(given[k])
+    return {}
+
+
+def _video_samples(preds: Predictions, labels: Mapping[str, Label], has: np.ndarray, keys: list[str],
+                   details: Optional[Mapping[str, dict]], det_of: Mapping[str, str], tube_agg: Optional[str],
+                   frame_agg: Optional[str]) -> Samples:
     """One sample per labelled predicted video: the CSV's probabilities, or recomputed from the tubes."""
-    vids = [s for s, h in zip(stems, has) if h]
+    vids = [k for k, h in zip(keys, has) if h]
     y = np.array([labels[s].label for s in vids], dtype=np.int64)
     p = preds.label[has].copy()
     members = {n: c[has].copy() for n, c in preds.members.items()}
     notes: list[str] = []
     if tube_agg:
-        redo = video_samples_from_details(details or {}, labels, tube_agg=tube_agg, frame_agg=frame_agg)
+        det_labels = {det_of[k]: labels[k] for k in vids if k in det_of}
+        redo = video_samples_from_details({d: (details or {})[d] for d in det_labels}, det_labels,
+                                          tube_agg=tube_agg, frame_agg=frame_agg)
         n_redo = 0
-        for i, s in enumerate(vids):
-            if s in redo:
+        for i, k in enumerate(vids):
+            if det_of.get(k) in redo:
                 n_redo += 1
-                p[i], per_member = redo[s]
+                p[i], per_member = redo[det_of[k]]
                 for n, v in per_member.items():
                     members.setdefault(n, np.full(len(vids), np.nan))[i] = v
         notes.append(f"{n_redo} of {len(vids)} videos recomputed from their tubes; the others keep the "
@@ -235,6 +262,7 @@ def _ci_text(m: Mapping[str, Any], key: str) -> str:
 
 def _table(rows: Sequence[tuple[str, Mapping[str, Any]]], with_ci: bool, width: int = 16) -> list[str]:
     cols = ("log_loss", "auc", "eer", "ap", "accuracy")
+    width = min(48, max([width] + [len(n) + 1 for n, _ in rows]))
     head = f"{'':<{width}}{'n':>7}" + "".join(f"{c:>10}" for c in ("logloss", "AUC", "EER", "AP", "acc@0.5"))
     if with_ci:
         head += f"{'AUC 95% CI':>18}{'logloss 95% CI':>18}"
@@ -275,7 +303,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(f"{n[:w - 1]:<{w}}" + "".join(f"{optional_round(v, 3):>{w}}" for v in r))
     for key, b in report.get("breakdowns", {}).items():
         lines.append(f"by {key} ({b['rule']}):")
-        lines += _table(list(b["cells"].items()), with_ci, width=24)
+        lines += _table(list(b["cells"].items()), with_ci)
     notes = list(report.get("notes", [])) + list(e.get("notes", []))
     lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -74,7 +74,7 @@ def _prob(x: Any, where: str) -> float:
 
 
 def read_details(path: str | Path) -> dict[str, dict]:
-    """Read a details JSONL file: video stem -> its object. Checks the parts evaluation uses:
+    """Read a details JSONL file: video name -> its object. Checks the parts evaluation uses:
     ``{"video": str, "tracks": [{"track": int, "members": {name: prob}, "frames": {name: [[frame, prob], ...]}}]}``
     (``source``, ``prob`` and the rest are optional here). Raises ConfigError with the line of the first problem."""
     p = Path(path)
@@ -106,7 +106,11 @@ def read_details(path: str | Path) -> dict[str, dict]:
                     _prob(v, f"{where}: member {name} frame {fr}")
             if "prob" in t:
                 _prob(t["prob"], f"{where}: track {t.get('track')} prob")
-        out[Path(obj["video"]).stem] = obj
+        key = obj["video"]
+        if key in out and str(out[key].get("source") or "") != str(obj.get("source") or ""):
+            # two videos of one name (e.g. FF++ 000_003 of two methods): the later one is keyed by its source path
+            key = PurePosixPath(Path(str(obj.get("source") or key)).as_posix()).with_suffix("").as_posix()
+        out[key] = obj  # the same video again (a resumed run): the later line wins
     if not out:
         raise ConfigError(f"{p}: details file has no videos")
     return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facetubes.manifest import Label
-from infer.breakdown import breakdown_cells, load_eval_labels, parse_by, resolve_folders
+from infer.breakdown import breakdown_cells, load_eval_labels, match_label, parse_by, resolve_folders
 from infer.cli import main
 from infer.csvio import read_predictions
 from infer.evaluate import evaluate_predictions
@@ -212,6 +213,52 @@ def test_cli_bad_options_are_one_line_errors(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: ")
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+@dataclass(frozen=True)
+class ReaderLabel(Label):
+    """A label as the dataset readers make them (Label gains these fields there)."""
+
+    dataset: str = ""
+    method: str = ""
+    compression: str = ""
+    folder: str = ""
+
+
+class AliasTable(dict):
+    """A label table with aliases (root-relative paths, unique stems), as the dataset readers return."""
+
+    def __init__(self, names, aliases):
+        super().__init__(names)
+        self.aliases = aliases
+
+
+def test_labels_matched_by_path_and_alias_with_label_attributes(tmp_path):
+    # FF++: two methods share the stem 000_001; the CSV names them by path or by their unique reader name
+    labs = {f"{m}-000_001": ReaderLabel(1, "ffpp:000", "", "ffpp", m, "c23", f"manipulated_sequences/{m}/c23")
+            for m in ("Deepfakes", "Face2Face")}
+    labs["youtube-000"] = ReaderLabel(0, "ffpp:000", "", "ffpp", "", "c23", "original_sequences/youtube/c23")
+    aliases = {f"manipulated_sequences/{m}/c23/videos/000_001.mp4": labs[f"{m}-000_001"]
+               for m in ("Deepfakes", "Face2Face")}
+    aliases["000"] = labs["youtube-000"]
+    table = AliasTable(labs, aliases)
+    assert match_label(table, "/data/ff/manipulated_sequences/Face2Face/c23/videos/000_001.mp4").method == "Face2Face"
+    assert match_label(table, "000.mp4") is labs["youtube-000"]
+    assert match_label(table, "Deepfakes-000_001.mp4") is labs["Deepfakes-000_001"]
+    assert match_label(table, "000_001.mp4") is None  # ambiguous stem: no guess
+    pred = tmp_path / "p.csv"
+    pred.write_text("filename,label,n_tubes,status,error\n"
+                    "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4,0.9,1,ok,\n"
+                    "manipulated_sequences/Face2Face/c23/videos/000_001.mp4,0.4,1,ok,\n"
+                    "000.mp4,0.5,1,ok,\n")
+    report, arrays = evaluate_predictions(read_predictions(pred), table, by=("method", "folder"))
+    assert report["n_evaluated"] == 3 and report["n_labels_without_prediction"] == 0
+    cells = report["breakdowns"]["method"]["cells"]
+    assert cells["Deepfakes"]["auc"] == 1.0 and cells["Face2Face"]["auc"] == 0.0
+    assert (cells["Face2Face"]["n_fake"], cells["Face2Face"]["n_real"]) == (1, 1)
+    assert set(report["breakdowns"]["folder"]["cells"]) == {"manipulated_sequences/Deepfakes/c23",
+                                                            "manipulated_sequences/Face2Face/c23",
+                                                            "original_sequences/youtube/c23"}
 
 
 def test_index_csv_as_labels_skips_unlabelled_rows_and_reads_attributes(tmp_path):
