@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from facetubes.config import ExtractConfig
 from facetubes.errors import ConfigError
 
-__all__ = ["register_predict", "register_evaluate", "register_evaluate_cross", "main", "extract_config_from_args"]
+__all__ = ["register_predict", "register_evaluate", "main", "extract_config_from_args"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
