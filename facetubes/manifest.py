@@ -357,6 +357,11 @@ def rebuild_index(out_dir: str | os.PathLike, labels: Optional[dict[str, Label]]
     return write_index(out_dir / INDEX_NAME, records), len(records)
 
 
+def unlabelled_videos(path: str | os.PathLike) -> list[str]:
+    """Sorted names of the videos of an index that have no label."""
+    return sorted({r.video for r in read_index(path) if r.label is None})
+
+
 def _labels_in_index(path: Path) -> dict[str, Label]:
     """The labelled videos of an existing index (empty when there is none or it cannot be read)."""
     if not path.is_file():

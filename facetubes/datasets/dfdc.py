@@ -85,7 +85,9 @@ class DFDCReader:
             e, u = metadata_entries(root, f)
             entries += e
             unlabelled += u
-        return ReadResult(root, self.name, entries, unlabelled)
+        labelled_dirs = {f.parent for f in files}  # and the videos of folders without a metadata.json
+        unlabelled += [rel(p, root) for p in video_files(root) if p.parent not in labelled_dirs]
+        return ReadResult(root, self.name, entries, sorted(unlabelled))
 
 
 class DFDCTestReader:
