@@ -186,20 +186,14 @@ def build_table(results: Sequence[ReadResult], make_label: Callable[..., object]
     by dataset, so FF++ targets reused by DeeperForensics join the same groups)."""
     entries = [e for res in results for e in res.entries]
     groups = identity_groups(e.ids for e in entries)
-    table: dict[str, object] = {}
-    stems: dict[str, int] = {}
-    for e in entries:
-        stem = Path(e.key).stem
-        stems[stem] = stems.get(stem, 0) + 1
-    for e, g in zip(entries, groups):
-        lab = make_label(label=e.label, group=g, split=e.split, dataset=e.dataset, method=e.method,
-                         compression=e.compression, folder=e.folder)
-        stem = Path(e.key).stem
-        if stems[stem] == 1:
-            table.setdefault(stem, lab)
-    for e, g in zip(entries, groups):  # names and keys win over stems
-        lab = make_label(label=e.label, group=g, split=e.split, dataset=e.dataset, method=e.method,
-                         compression=e.compression, folder=e.folder)
+    labels = [make_label(label=e.label, group=g, split=e.split, dataset=e.dataset, method=e.method,
+                         compression=e.compression, folder=e.folder) for e, g in zip(entries, groups)]
+    stem_of = [os.path.splitext(os.path.basename(e.key))[0] for e in entries]
+    count: dict[str, int] = {}
+    for stem in stem_of:
+        count[stem] = count.get(stem, 0) + 1
+    table: dict[str, object] = {stem: lab for stem, lab in zip(stem_of, labels) if count[stem] == 1}
+    for e, lab in zip(entries, labels):  # names and keys win over stems
         table[e.key] = lab
         table[e.name] = lab
     return table
