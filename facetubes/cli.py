@@ -106,11 +106,22 @@ def _cmd_extract(a: argparse.Namespace) -> int:
         png = batch_preview(a.out)
         print(f"preview: {png}", file=sys.stderr)
     print(summary.text(), file=sys.stderr)
+    if found is not None and summary.index_path:
+        _say_unlabelled(summary.index_path)
     return EXIT_FAILURES if summary.n_failed else EXIT_OK
 
 
+def _say_unlabelled(index_path) -> None:
+    from .manifest import unlabelled_videos
+
+    missing = unlabelled_videos(index_path)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"index: {len(missing)} videos have no label: {shown}", file=sys.stderr)
+
+
 def _cmd_index(a: argparse.Namespace) -> int:
-    from .manifest import rebuild_index, unlabelled_videos
+    from .manifest import rebuild_index
 
     found = _load_labels(a)
     labels = found.labels if found else None
@@ -125,10 +136,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
     path, n = rebuild_index(a.out, labels)
     print(f"{path}: {n} tubes", file=sys.stderr)
     if labels is not None:
-        missing = unlabelled_videos(path)
-        if missing:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            print(f"index: {len(missing)} videos have no label: {shown}", file=sys.stderr)
+        _say_unlabelled(path)
     return EXIT_OK
 
 
