@@ -213,18 +213,54 @@ def load_labels(paths: str | os.PathLike | Sequence[str | os.PathLike], dataset:
     return load(paths, dataset).labels
 
 
+class LabelTable(dict):
+    """``{video name: Label}``, one key per video, plus ``aliases``: other keys of the same labels (paths relative
+    to a dataset root, stems that only one video has). ``table[alias]`` and :func:`find_label` use the aliases;
+    iteration, ``len`` and ``in`` see the video names only."""
+
+    def __init__(self, names: Optional[dict[str, Label]] = None, aliases: Optional[dict[str, Label]] = None):
+        super().__init__(names or {})
+        self.aliases: dict[str, Label] = dict(aliases or {})
+
+    def __missing__(self, key: str) -> Label:
+        return self.aliases[key]
+
+    def lookup(self, key: str) -> Optional[Label]:
+        """The label of a name or an alias, else None."""
+        lab = self.get(key)
+        return lab if lab is not None else self.aliases.get(key)
+
+
+def merge_labels(*tables: Optional[dict[str, Label]]) -> LabelTable:
+    """Merge label tables (later ones win), keeping the aliases of LabelTables."""
+    names: dict[str, Label] = {}
+    aliases: dict[str, Label] = {}
+    for t in tables:
+        if t:
+            names.update(t)
+            aliases.update(getattr(t, "aliases", {}))
+    return LabelTable(names, aliases)
+
+
 def find_label(labels: dict[str, Label], video: str, source: str = "") -> Optional[Label]:
-    """The label of a video: by its name, else by the longest tail of its source path that is a key
-    (``manipulated_sequences/Deepfakes/c23/videos/000_003.mp4``), else None."""
+    """The label of a video: by its name, else by the longest tail of its source path that is a key or an alias
+    (``manipulated_sequences/Deepfakes/c23/videos/000_003.mp4``), else by a unique-stem alias, else None."""
+    aliases = getattr(labels, "aliases", {})
+
+    def get(key: str) -> Optional[Label]:
+        lab = labels.get(key)
+        return lab if lab is not None else aliases.get(key)
+
     lab = labels.get(video)
-    if lab is not None or not source:
+    if lab is not None:
         return lab
-    parts = Path(source).as_posix().split("/")
-    for k in range(len(parts)):
-        lab = labels.get("/".join(parts[k:]))
-        if lab is not None:
-            return lab
-    return None
+    if source:
+        parts = Path(source).as_posix().split("/")
+        for k in range(len(parts)):
+            lab = get("/".join(parts[k:]))
+            if lab is not None:
+                return lab
+    return aliases.get(video)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,7 +386,7 @@ def rebuild_index(out_dir: str | os.PathLike, labels: Optional[dict[str, Label]]
     The labels (label, group, split) that the existing index holds are kept for the videos ``labels`` does not
     name, so a rerun without ``--labels``, or with labels for new videos only, loses none of them."""
     out_dir = Path(out_dir)
-    labels = {**_labels_in_index(out_dir / INDEX_NAME), **(labels or {})}
+    labels = merge_labels(_labels_in_index(out_dir / INDEX_NAME), labels)
     records: list[TubeRecord] = []
     for mpath, manifest in iter_manifests(out_dir):
         records.extend(records_from_manifest(mpath, manifest, labels))

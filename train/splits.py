@@ -62,7 +62,7 @@ def load_records(data: str | Path, labels: Sequence[str] = ()) -> list[TubeRecor
                                            r.compression, folder=lab.folder or r.folder))
         if matched == 0:
             raise TrainError(f"labels in {', '.join(map(str, labels))} match no tube of {data} "
-                             f"(keys are video file stems, e.g. {records[0].video!r})")
+                             f"(keys are video names, stems or dataset paths, e.g. {records[0].video!r})")
         records = out
     labelled = [r for r in records if r.label is not None]
     if not labelled:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ConfigError
-from ..manifest import Label, labels_from_file
+from ..manifest import Label, LabelTable, labels_from_file
 from . import ffpp, celebdf, deeperforensics, fakeavceleb, dfdc  # noqa: F401  (registration order = detection)
 from .base import (ReadResult, Reader, VideoEntry, build_table, detect_reader, get_reader, identity_groups,
                    list_readers, output_names, register_reader)
@@ -33,8 +33,8 @@ class LabelSet:
     """Labels of one or more sources.
 
     Attributes:
-        labels: ``{key: Label}``; keys are video names, root-relative paths and unique stems (see
-            :mod:`facetubes.datasets.base`), or the video stems of plain label files.
+        labels: ``{video name: Label}`` (a :class:`~facetubes.manifest.LabelTable`: root-relative paths and unique
+            stems are its aliases, see :mod:`facetubes.datasets.base`); plain label files are keyed by stem.
         results: what each dataset reader read.
         names: ``{absolute source path: video name}`` where the output folder must not be the file stem.
         sources: one short description per source, for the summary.
@@ -116,8 +116,8 @@ def load(paths: str | os.PathLike | Sequence[str | os.PathLike], dataset: Option
             continue
         results.append(res)
         sources.append(f"{res.root} ({res.reader}, {len(res.entries)} videos)")
-    table = build_table(results, Label) if results else {}
-    labels = {**table, **plain}
+    names, aliases = build_table(results, Label) if results else ({}, {})
+    labels = LabelTable({**names, **plain}, aliases)
     if not labels:
         raise ConfigError(f"{', '.join(map(str, paths))}: no labels found")
     return LabelSet(labels, results, output_names(results), sources)

@@ -3,7 +3,8 @@
 A reader knows one public dataset's folder layout. ``detect(root)`` says whether a folder looks like that layout;
 ``read(root)`` returns one :class:`VideoEntry` per video its label files (or its folder names) label, plus the
 video files it found that nothing labels. :func:`build_table` turns the entries of one or more readers into the
-``{key: Label}`` table that ``facetubes.manifest`` uses, and computes the leakage-safe ``group`` of each video.
+label table that ``facetubes.manifest`` uses (``{name: Label}`` plus aliases), and computes the leakage-safe
+``group`` of each video.
 
 Keys. Video file stems collide across and inside datasets (FF++ ``000_003.mp4`` exists once per method and per
 compression), so every entry has
@@ -14,7 +15,7 @@ compression), so every entry has
 
 An index row is matched to its label by ``video`` name first, then by the longest tail of its ``source`` path
 that is a key (so tubes extracted without ``--labels`` still find their label), then by a stem that only one
-entry of the table has.
+entry of the table has (keys and unique stems are the table's aliases: iterating over it sees one name per video).
 
 Groups. An entry lists the identities it shows (``ids``: FF++ target and source ids, Celeb-DF ids, a DFDC
 original). Two videos that share an identity must stay on the same side of a split, and so must everything
@@ -180,10 +181,11 @@ def identity_groups(id_lists: Iterable[Sequence[str]]) -> list[str]:
     return [uf.find(ids[0]) for ids in lists]
 
 
-def build_table(results: Sequence[ReadResult], make_label: Callable[..., object]) -> dict[str, object]:
-    """The label table of several read results: keys are each entry's name and root-relative key, plus its stem
-    where only one entry has that stem. Groups are computed over all results together (identities are namespaced
-    by dataset, so FF++ targets reused by DeeperForensics join the same groups)."""
+def build_table(results: Sequence[ReadResult], make_label: Callable[..., object]
+                ) -> tuple[dict[str, object], dict[str, object]]:
+    """``(names, aliases)``: the label of each entry keyed by its unique name, and the same labels keyed by the
+    root-relative key and by the stem where only one entry has that stem. Groups are computed over all results
+    together (identities are namespaced by dataset, so FF++ targets reused by DeeperForensics join their groups)."""
     entries = [e for res in results for e in res.entries]
     groups = identity_groups(e.ids for e in entries)
     labels = [make_label(label=e.label, group=g, split=e.split, dataset=e.dataset, method=e.method,
@@ -192,11 +194,12 @@ def build_table(results: Sequence[ReadResult], make_label: Callable[..., object]
     count: dict[str, int] = {}
     for stem in stem_of:
         count[stem] = count.get(stem, 0) + 1
-    table: dict[str, object] = {stem: lab for stem, lab in zip(stem_of, labels) if count[stem] == 1}
-    for e, lab in zip(entries, labels):  # names and keys win over stems
-        table[e.key] = lab
-        table[e.name] = lab
-    return table
+    aliases: dict[str, object] = {stem: lab for stem, lab in zip(stem_of, labels) if count[stem] == 1}
+    names: dict[str, object] = {}
+    for e, lab in zip(entries, labels):
+        aliases[e.key] = lab
+        names[e.name] = lab
+    return names, aliases
 
 
 def output_names(results: Sequence[ReadResult]) -> dict[str, str]:

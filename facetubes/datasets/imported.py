@@ -171,7 +171,7 @@ def _label_for(item: ImportItem, src: Path, labels: dict[str, Label]) -> Optiona
         if swapped != parts:
             lab = find_label(labels, item.video, "/".join(swapped) + ".mp4")
     if lab is None:
-        lab = labels.get(item.path.stem) if item.kind == "tube" else None
+        lab = find_label(labels, item.path.stem) if item.kind == "tube" else None
     if lab is None:
         lab = folder_label(item.path.relative_to(src).parts[:-1] if item.kind == "tube"
                            else item.path.relative_to(src).parts)
