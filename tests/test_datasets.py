@@ -263,3 +263,22 @@ def test_real_ffpp_video_through_extract_and_index(tmp_path, capsys):
     assert main(["index", str(out)]) == 0
     assert [(x.tube, x.label, x.method, x.compression) for x in read_index(out)] == \
         [(x.tube, x.label, x.method, x.compression) for x in rows]
+
+
+def test_index_cli_names_unlabelled_videos_and_needs_labels_for_dataset(tmp_path, capsys):
+    out = tmp_path / "out"
+    for stem in ("aaa", "bbb"):
+        (out / stem).mkdir(parents=True)
+        (out / stem / "tubes.json").write_text(json.dumps({
+            "video": stem, "source": f"/v/dfdc_train_part_0/{stem}.mp4", "fps": 25.0, "config": {"size": 64},
+            "tubes": [{"tube": f"{stem}_t0", "file": f"{stem}_t0.mp4", "track": 0, "start_frame": 0,
+                       "stop_frame": 8, "n_frames": 8, "mean_prob": 0.9}]}))
+    root = tmp_path / "dfdc" / "dfdc_train_part_0"
+    root.mkdir(parents=True)
+    (root / "metadata.json").write_text(json.dumps({"aaa.mp4": {"label": "REAL"}}))
+    assert main(["index", str(out), "--labels", str(tmp_path / "dfdc")]) == 0
+    err = capsys.readouterr().err
+    assert "index: 1 videos have no label: bbb" in err and "1 videos named by the labels but absent" in err
+    assert [(r.video, r.label, r.dataset) for r in read_index(out)] == [("aaa", 0, "dfdc"), ("bbb", None, "")]
+    assert main(["index", str(out), "--dataset", "ffpp"]) == 2
+    assert "--dataset NAME forces the layout of --labels ROOT" in capsys.readouterr().err
