@@ -1,8 +1,9 @@
 """The ``facetubes`` command.
 
-Sub-commands of this package: ``extract``, ``index``, ``datasets``, ``preview``, ``sample``. Other installed packages add theirs
-(``predict``, ``evaluate`` from ``infer``) through the ``facetubes.commands`` entry-point group: each entry point is
-a function ``register(subparsers)`` that adds a parser and sets ``handler=fn(args) -> exit code``.
+Sub-commands of this package: ``extract``, ``index``, ``datasets``, ``preview``, ``sample``. Other installed
+packages add theirs (``predict``, ``evaluate`` from ``infer``) through the ``facetubes.commands`` entry-point
+group: each entry point is a function ``register(subparsers)`` that adds a parser and sets
+``handler=fn(args) -> exit code``.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def test_frame_folders_import_in_place_and_encoded_and_train_an_epoch(tmp_path, 
 def test_benchmark_frames_layout_takes_labels_from_a_dataset_root(tmp_path):
     """``frames/<video>/`` folders laid out like FF++ find the labels of the FF++ root's ``videos/<video>.mp4``."""
     ff = tmp_path / "ffpp"
-    for p in ("original_sequences/youtube/c23/videos/000.mp4", "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"):
+    for p in ("original_sequences/youtube/c23/videos/000.mp4",
+              "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"):
         (ff / p).parent.mkdir(parents=True, exist_ok=True)
         (ff / p).write_bytes(b"")
     src = tmp_path / "bench"
