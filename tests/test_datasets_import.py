@@ -118,6 +118,11 @@ def test_benchmark_frames_layout_takes_labels_from_a_dataset_root(tmp_path):
     rows = {r.video: r for r in read_index(out)}
     assert (rows["000"].label, rows["000"].group, rows["000"].dataset) == (0, "ffpp:000", "ffpp")
     assert (rows["000_001"].label, rows["000_001"].method, rows["000_001"].group) == (1, "Deepfakes", "ffpp:000")
+    # a tree of frames alone labels itself
+    out2 = tmp_path / "out2"
+    assert main(["index", str(out2), "--import", str(src), "--labels", str(src)]) == 0
+    assert {(r.video, r.label, r.group, r.compression) for r in read_index(out2)} == \
+        {("000", 0, "ffpp:000", "c23"), ("000_001", 1, "ffpp:000", "c23")}
 
 
 def test_import_errors_are_one_line(tmp_path, capsys):

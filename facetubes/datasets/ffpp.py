@@ -50,8 +50,8 @@ def read_official_split(root: Path) -> dict[str, str]:
 
 def _entry(root: Path, path: Path, split_of: dict[str, str]) -> VideoEntry | None:
     parts = path.relative_to(root).parts
-    # (original|manipulated)_sequences / <kind or method> / <c> / videos / file
-    if len(parts) < 5 or parts[-2] != "videos":
+    # (original|manipulated)_sequences / <kind or method> / <c> / videos / file  (or frames / <video> folder)
+    if len(parts) < 5 or parts[-2] not in ("videos", "frames"):
         return None
     top, kind, comp = parts[0], parts[1], parts[-3]
     stem = path.stem
@@ -98,6 +98,12 @@ class FFPPReader:
                     unlabelled.append(rel(p, root))
                 else:
                     entries.append(e)
+        # frame folders another benchmark wrote in the same tree: <c>/frames/<video>/000.png
+        names = {e.name for e in entries}
+        for p in sorted(root.glob("*_sequences/*/*/frames/*")):
+            e = _entry(root, p, split_of) if p.is_dir() else None
+            if e is not None and e.name not in names:
+                entries.append(e)
         notes = [] if split_of else ["no splits/*.json: no official split"]
         return ReadResult(root, self.name, entries, unlabelled, notes)
 
