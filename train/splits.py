@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from facetubes.manifest import TubeRecord, atomic_write_text, find_label, load_labels, read_index
+from facetubes.manifest import TubeRecord, atomic_write_text, find_label, read_index
 
 from .errors import TrainError
 
@@ -39,7 +39,8 @@ class Split:
 
 
 def load_records(data: str | Path, labels: Sequence[str] = ()) -> list[TubeRecord]:
-    """Index records that carry a label; ``labels`` files (keyed by video stem) replace the index's labels.
+    """Index records that carry a label; ``labels`` (label files or dataset roots, see facetubes.datasets) replace
+    the index's labels, matched by video name or source path (videos they do not name become unlabelled).
 
     Raises TrainError when the index is empty, when label files match no tube, or when no tube has a label.
     """
@@ -47,7 +48,12 @@ def load_records(data: str | Path, labels: Sequence[str] = ()) -> list[TubeRecor
     if not records:
         raise TrainError(f"{data}: the index lists no tubes")
     if labels:
-        table = load_labels(list(labels))
+        from facetubes.datasets import load as load_label_set
+
+        found = load_label_set(list(labels))
+        for line in found.summary().splitlines():
+            log.info("%s", line)
+        table = found.labels
         matched = 0
         out = []
         for r in records:
