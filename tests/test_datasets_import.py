@@ -138,4 +138,10 @@ def test_import_errors_are_one_line(tmp_path, capsys):
     write_tube(tmp_path / "bad" / "y.mp4", tube_frames(4, 16, fake=False, seed=0))
     s = import_tubes(tmp_path / "bad", tmp_path / "o2")
     assert s.n_tubes == 1 and s.unreadable == [str((tmp_path / "bad" / "x.mp4").resolve())]
+    assert not (tmp_path / "o2" / "x").exists()
     assert "1 videos could not be read" in s.text() and "1 videos have no label" in s.text()
+    # a video that `facetubes extract` wrote into OUT is never overwritten by an import of the same name
+    (tmp_path / "o2" / "y" / "tubes.json").write_text('{"video": "y", "source": "/v/y.mp4", "fps": 25, '
+                                                      '"config": {"size": 16}, "tubes": []}')
+    s = import_tubes(tmp_path / "bad", tmp_path / "o2")
+    assert s.kept == ["y"] and "imported" not in (tmp_path / "o2" / "y" / "tubes.json").read_text()

@@ -21,6 +21,7 @@ label and the split; the group is then the folder right below it (one source vid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -106,12 +107,14 @@ class ImportSummary:
     n_tubes: int = 0
     unlabelled: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)      # OUT already holds an extracted video of that name
     index_rows: int = 0
 
     def text(self, max_names: int = 5) -> str:
         lines = [f"import: {self.n_tubes} tubes of {self.n_videos} videos; {self.out / 'index.csv'}: "
                  f"{self.index_rows} rows"]
-        for what, items in (("have no label", self.unlabelled), ("could not be read", self.unreadable)):
+        for what, items in (("have no label", self.unlabelled), ("could not be read", self.unreadable),
+                            ("were not imported: OUT holds an extracted video of the same name", self.kept)):
             if items:
                 lines.append(f"import: {len(items)} videos {what}: " + ", ".join(items[:max_names])
                              + (", ..." if len(items) > max_names else ""))
@@ -209,6 +212,18 @@ def _encode(item: ImportItem, video_dir: Path, fps: float) -> Path:
     return out
 
 
+def _extracted_here(video_dir: Path) -> bool:
+    """True when ``video_dir`` holds a manifest that ``facetubes extract`` wrote (not an earlier import)."""
+    from ..manifest import read_manifest
+
+    if not (video_dir / "tubes.json").is_file():
+        return False
+    try:
+        return "imported" not in read_manifest(video_dir)
+    except ConfigError:
+        return False
+
+
 def import_tubes(src: str | os.PathLike, out: str | os.PathLike, *, labels: Optional[dict[str, Label]] = None,
                  frames: str = "inplace", fps: float = 25.0) -> ImportSummary:
     """Index the MP4 tubes and frame folders under ``src`` into ``out`` (``tubes.json`` per video + ``index.csv``).
@@ -234,6 +249,9 @@ def import_tubes(src: str | os.PathLike, out: str | os.PathLike, *, labels: Opti
     table: dict[str, Label] = {}
     for video, group in sorted(by_video.items()):
         video_dir = out / video
+        if _extracted_here(video_dir):  # never overwrite what `facetubes extract` wrote
+            summary.kept.append(video)
+            continue
         video_dir.mkdir(exist_ok=True)
         tubes, size, rate = [], 0, fps
         for k, it in enumerate(sorted(group, key=lambda i: (i.track, i.part, i.path.name))):
@@ -251,6 +269,8 @@ def import_tubes(src: str | os.PathLike, out: str | os.PathLike, *, labels: Opti
                           "start_frame": 0, "stop_frame": n, "n_frames": n, "mean_prob": 1.0,
                           "crop_box": [0, 0, width, width], "detections": {"frames": [], "boxes": [], "probs": []}})
         if not tubes:
+            with contextlib.suppress(OSError):
+                video_dir.rmdir()  # only when empty: no folder is left behind for a video that was not imported
             continue
         ids = [t["tube"] for t in tubes]
         for j, t in enumerate(tubes):  # two files that parse to the same track and part keep distinct ids
