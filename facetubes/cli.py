@@ -142,9 +142,17 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(a: argparse.Namespace) -> int:
-    from .datasets import describe
+    from .datasets import counts, describe, load
 
-    print(describe())
+    if not a.roots:
+        if a.dataset:
+            raise ConfigError("--dataset NAME forces the layout of the ROOTs: give a ROOT too")
+        print(describe())
+        return EXIT_OK
+    found = load(a.roots, a.dataset)
+    print(found.summary(), file=sys.stderr)
+    if found.results:
+        print(counts(found))
     return EXIT_OK
 
 
@@ -234,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_index)
 
     p = sub.add_parser("datasets", help="list the dataset layouts that --labels ROOT recognises, and what each "
-                                        "reads")
+                                        "reads; with ROOTs: what they hold",
+                       description="Without ROOT: the layouts and what each reads. With ROOTs: the layout found, "
+                                   "absent and unlabelled videos, and real/fake counts per dataset, method and "
+                                   "split.")
+    p.add_argument("roots", nargs="*", metavar="ROOT", help="dataset roots or label files to read")
+    p.add_argument("--dataset", metavar="NAME", help="force the layout of the ROOTs")
     p.set_defaults(handler=_cmd_datasets)
 
     p = sub.add_parser("preview", help="PNG contact sheet of a video's tubes or of a whole output folder")

@@ -83,6 +83,18 @@ def test_ffpp_labels_groups_official_split_methods_and_compressions(tmp_path):
     assert find_label(lab, "002_003", src).method == "Face2Face"
 
 
+def test_datasets_command_counts_what_a_root_holds(tmp_path, capsys):
+    root = ffpp_tree(tmp_path / "ffpp")
+    assert main(["datasets", str(root)]) == 0
+    cap = capsys.readouterr()
+    rows = [line.split() for line in cap.out.splitlines()]
+    assert ["ffpp", "Deepfakes", "train", "0", "4"] in rows and ["ffpp", "(real)", "val", "4", "0"] in rows
+    assert ["ffpp", "DeepFakeDetection", "-", "0", "1"] in rows and ["ffpp", "(real)", "-", "2", "0"] in rows
+    assert cap.out.splitlines()[-1] == "28 videos in 3 groups"  # pairs 000-001, 002-003, DFD actors
+    assert "1 videos found with no label: manipulated_sequences/Deepfakes/c23/videos/README.mp4" in cap.err
+    assert main(["datasets", "--dataset", "ffpp"]) == 2
+
+
 def test_ffpp_official_split_keeps_every_identity_on_one_side(tmp_path):
     ls = load(ffpp_tree(tmp_path / "ffpp"))
     side: dict[str, set[str]] = {}

@@ -123,11 +123,27 @@ def load(paths: str | os.PathLike | Sequence[str | os.PathLike], dataset: Option
     return LabelSet(labels, results, output_names(results), sources)
 
 
+def counts(found: LabelSet) -> str:
+    """Per dataset, method and split: how many real and fake videos (``facetubes datasets ROOT``)."""
+    table: dict[tuple[str, str, str], list[int]] = {}
+    for r in found.results:
+        for e in r.entries:
+            row = table.setdefault((e.dataset, e.method or "(real)" if e.label == 0 else e.method or "(fake)",
+                                    e.split or "-"), [0, 0])
+            row[e.label] += 1
+    lines = [f"{'dataset':<16}{'method':<22}{'split':<8}{'real':>8}{'fake':>8}"]
+    for (d, m, sp), (n_real, n_fake) in sorted(table.items()):
+        lines.append(f"{d:<16}{m:<22}{sp:<8}{n_real:>8}{n_fake:>8}")
+    groups = len({lab.group for lab in found.labels.values()})
+    lines.append(f"{sum(len(r.entries) for r in found.results)} videos in {groups} groups")
+    return "\n".join(lines)
+
+
 def describe() -> str:
     """The registered layouts, one per line: ``name: what it reads`` (``facetubes datasets``)."""
     width = max(len(r.name) for r in list_readers())
     return "\n".join(f"{r.name:<{width}}  {r.reads}" for r in list_readers())
 
 
-__all__ = ["LabelSet", "ReadResult", "Reader", "VideoEntry", "build_table", "describe", "detect_reader",
+__all__ = ["LabelSet", "ReadResult", "Reader", "VideoEntry", "build_table", "counts", "describe", "detect_reader",
            "get_reader", "identity_groups", "list_readers", "load", "output_names", "read_root", "register_reader"]
