@@ -225,11 +225,6 @@ class LabelTable(dict):
     def __missing__(self, key: str) -> Label:
         return self.aliases[key]
 
-    def lookup(self, key: str) -> Optional[Label]:
-        """The label of a name or an alias, else None."""
-        lab = self.get(key)
-        return lab if lab is not None else self.aliases.get(key)
-
 
 def merge_labels(*tables: Optional[dict[str, Label]]) -> LabelTable:
     """Merge label tables (later ones win), keeping the aliases of LabelTables."""

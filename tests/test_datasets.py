@@ -249,6 +249,7 @@ def test_real_dfdc_metadata_names_absent_videos(tmp_path):
                                    "dfdc_train_part_1/zvqinhzeah.mp4"]
     assert ls.unlabelled() == ["samples/lynaeydofd.mp4"]
     assert load_labels(root)["yhffcuhhjy"].group == "wdpsifpppf"  # the old entry point reads the same
+    assert load_labels(tmp_path)["yhffcuhhjy"].folder == "dfdc_train_part_10"  # parts two levels down
 
 
 def test_real_ffpp_video_through_extract_and_index(tmp_path, capsys):

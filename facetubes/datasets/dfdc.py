@@ -77,7 +77,8 @@ class DFDCReader:
              "the folder column")
 
     def detect(self, root: Path) -> bool:
-        return (root / "metadata.json").is_file() or any(root.glob("*/metadata.json"))
+        # the last reader tried: any metadata.json below the root (folders of parts at any depth, as before)
+        return (root / "metadata.json").is_file() or next(root.rglob("metadata.json"), None) is not None
 
     def read(self, root: Path) -> ReadResult:
         files = sorted(root.rglob("metadata.json"))
