@@ -211,8 +211,11 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   config: Optional[ExtractConfig] = None, *, workers: int = 1,
                   shard: Optional[tuple[int, int]] = None, overwrite: bool = False,
                   labels: Optional[dict[str, Label]] = None, progress: bool = True,
-                  detector=None) -> BatchSummary:
-    """Extract tubes for every input video into ``out_dir``; see the module docstring."""
+                  detector=None, names: Optional[dict[str, str]] = None) -> BatchSummary:
+    """Extract tubes for every input video into ``out_dir``; see the module docstring.
+
+    ``names``: ``{absolute source path: video name}`` for sources whose output folder is not their file stem
+    (dataset readers name FF++ videos ``Deepfakes-c23-000_003``, whose stems collide)."""
     config = config or ExtractConfig()
     if detector is None:
         from .mtcnn import torch_device
@@ -233,7 +236,7 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     todo: list[tuple[str, str]] = []
     stems: dict[str, str] = {}
     for v in videos:
-        stem = v.stem
+        stem = (names or {}).get(os.path.normpath(str(v.absolute())), v.stem)
         if not in_shard(stem, shard):
             continue
         if stem in stems:
