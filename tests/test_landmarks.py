@@ -164,3 +164,20 @@ def test_real_mtcnn_landmarks_on_a_real_face(tmp_path):
     assert (tp[:, 0, 0] < tp[:, 1, 0]).all() and (tp[:, 3, 0] < tp[:, 4, 0]).all()
     eye_distance = tp[:, 1, 0] - tp[:, 0, 0]
     assert (eye_distance > 0.15 * 128).all() and (eye_distance < 0.7 * 128).all()  # a face, not a speck
+
+
+def test_reference_mtcnn_gives_the_same_landmarks_as_fast_mtcnn(tmp_path):
+    pytest.importorskip("facenet_pytorch")
+    from facetubes.detect import FacenetMTCNN, detect_frames
+    from facetubes.mtcnn import FastMTCNN
+    from facetubes.video import read_frames
+
+    video = tmp_path / "two.mp4"
+    make_video(video, "two", width=320, height=240, n_frames=1, seed=8)
+    frame = read_frames(video, [0])
+    (rb, rp, rl), = detect_frames(FacenetMTCNN(min_face_size=40), frame)  # 40 px: a short pyramid, a fast test
+    (fb, fp, fl), = detect_frames(FastMTCNN(min_face_size=40), frame)
+    assert len(rb) == len(fb) == 2 and rl.shape == fl.shape == (2, 5, 2)
+    order = [int(np.argmin(np.abs(fb[:, 0] - x))) for x in rb[:, 0]]
+    np.testing.assert_allclose(fl[order], rl, atol=0.5)
+    np.testing.assert_allclose(fb[order], rb, atol=0.5)

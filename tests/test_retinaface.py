@@ -289,3 +289,38 @@ def test_registry_config_and_cli(tmp_path, capsys):
     m = json.loads((out / "v" / "tubes.json").read_text())
     assert m["detector"]["name"] == "retinaface" and m["status"] == "no_face"
     assert m["config"]["detector"] == "retinaface" and m["config"]["detector_weights"] == str(weights)
+
+
+def test_retinaface_in_the_pipeline_gives_boxes_and_landmarks_in_source_pixels(tmp_path):
+    """A hand-made RetinaFace output at the detector input size the policy picks: the manifest has the box and
+    the landmarks scaled back to the full-resolution frame."""
+    import json
+
+    from facetubes.detect import detector_scale, scaled_size
+    from facetubes.landmarks import read_landmarks
+    from facetubes.pipeline import extract_tubes
+    from facetubes.synthetic import make_video
+
+    video = tmp_path / "v.mp4"
+    make_video(video, "one", width=320, height=240, n_frames=40, seed=4)
+    w, h = scaled_size(320, 240, detector_scale(320, 240, detector_min_face=RetinaFaceDetector.min_face_size))
+    assert (w, h) == (128, 96)  # faces >= 40 px must reach the 16 px anchor: scale 0.4
+    p = priors(h, w).numpy().astype(np.float64)
+    n = len(p)
+    loc, conf, landms = torch.zeros(n, 4), torch.tensor([[0.0, -5.0]]).repeat(n, 1), torch.zeros(n, 10)
+    k = (5 * 16 + 6) * 2 + 1  # level 0, row 5, column 6, min size 32
+    box = [40.0, 30.0, 72.0, 66.0]  # detector pixels
+    pts = np.array([[48, 42], [64, 42], [56, 50], [50, 58], [62, 58]], np.float64)
+    loc[k] = torch.tensor(_encode(box, p[k], w, h))
+    conf[k] = torch.tensor([0.0, 4.0])
+    landms[k] = torch.tensor(((pts / [w, h] - p[k, :2]) / (0.1 * p[k, 2:])).reshape(-1))
+    det = RetinaFaceDetector(HandMade(loc, conf, landms))
+    m = extract_tubes(video, tmp_path / "out", ExtractConfig(min_frames=8, size=64), detector=det)
+    assert m["detector"]["name"] == "retinaface" and abs(m["detector"]["scale"] - 0.4) < 1e-9
+    (tube,) = m["tubes"]
+    for b in tube["detections"]["boxes"]:
+        np.testing.assert_allclose(b, np.asarray(box) / 0.4, atol=0.1)  # 100, 75, 180, 165
+    frames, src = read_landmarks(m["tracks"][0], "landmarks")
+    assert list(frames) == list(range(0, 40, 10))
+    np.testing.assert_allclose(src, np.broadcast_to(pts / 0.4, src.shape), atol=0.1)
+    assert json.loads((tmp_path / "out" / "v" / "tubes.json").read_text())["tubes"][0]["tube_landmarks"]
