@@ -111,8 +111,9 @@ def main(argv=None) -> int:
              f"the same run). Median of {args.repeats} alternating calls; in-process, after a warm-up, start-up not "
              "counted. Policy sizes at 1080p: " + ", ".join(f"{n.split(',')[0]} {w}x{h}" for n, (w, h) in
                                                               policy.items() if "random" not in n) + ".", "",
-             "| detector input | detector | policy size? | ms/frame (wall) | ms/frame (CPU) | vs MTCNN at its policy size "
-             "(wall) | vs MTCNN at its policy size (CPU) | faces found |", "|---|---|---|---|---|---|---|---|"]
+             "| detector input | detector | policy size? | ms/frame (wall) | ms/frame (CPU) | "
+             "vs MTCNN at its policy size (wall) | vs MTCNN at its policy size (CPU) | faces found |",
+             "|---|---|---|---|---|---|---|---|"]
     base_size = policy["MTCNN (FastMTCNN)"]
     base_wall, base_cpu, _ = next(m for s, m in rows if s == base_size)["MTCNN (FastMTCNN)"]
     for (w, h), med in rows:

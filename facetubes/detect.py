@@ -12,12 +12,14 @@ boxes and landmarks back to full resolution.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
 from .errors import ConfigError
-from .tracks import Detections
+
+if TYPE_CHECKING:
+    from .tracks import Detections
 
 __all__ = ["Detector", "FacenetMTCNN", "Detections", "detector_scale", "make_detector", "MIN_FACE_POLICY",
            "DETECTORS", "list_detectors", "detect_frames", "rescale_result", "to_detections"]
@@ -126,6 +128,10 @@ def __getattr__(name: str):
         from .mtcnn import FastMTCNN
 
         return FastMTCNN
+    if name == "Detections":  # imported lazily: ExtractConfig validates detector names without scipy/skimage
+        from .tracks import Detections
+
+        return Detections
     raise AttributeError(name)
 
 
@@ -223,6 +229,8 @@ def to_detections(frame_indices: Sequence[int], results: Sequence[DetectorResult
                   min_prob: float = 0.0) -> list[Detections]:
     """Scale detector boxes (and landmarks, when a result has them) back to full resolution and wrap them per
     sampled frame."""
+    from .tracks import Detections
+
     inv = np.float32(1.0 / scale)
     out = []
     for idx, result in zip(frame_indices, results):
