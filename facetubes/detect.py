@@ -33,7 +33,11 @@ MIN_FACE_POLICY = f"max({MIN_FACE_PX:g} px, {MIN_FACE_FRACTION:g} x short side)"
 @runtime_checkable
 class Detector(Protocol):
     """A face detector. ``frames`` is ``(N, H, W, 3)`` uint8 RGB; the result has one ``(boxes, probs)`` pair per
-    frame with ``boxes`` ``(k, 4)`` float32 ``x1, y1, x2, y2`` in the frames' pixels and ``probs`` ``(k,)``."""
+    frame with ``boxes`` ``(k, 4)`` float32 ``x1, y1, x2, y2`` in the frames' pixels and ``probs`` ``(k,)``.
+
+    Optional: ``detect_landmarks(frames) -> list[(boxes, probs, landmarks)]`` with ``landmarks`` ``(k, 5, 2)``
+    float32 ``x, y`` (left eye, right eye, nose, left and right mouth corner) in the same pixels; the pipeline
+    uses it when present (:func:`detect_frames`) and stores the points in ``tubes.json``."""
 
     name: str
     #: The detector's own smallest face, in its input pixels (the resolution policy builds on it).
