@@ -473,6 +473,7 @@ def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written
             "thresholds": list(a.thresholds),
             "n_sampled_frames": len(a.detections),
             "n_boxes": int(sum(len(d.boxes) for d in a.detections)),
+            **({"settings": detector.settings} if hasattr(detector, "settings") else {}),
         },
         "config": config.to_dict(),
         "n_tracks": len(a.tracks),

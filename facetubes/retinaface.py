@@ -380,6 +380,13 @@ class RetinaFaceDetector:
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
         self._mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
 
+    @property
+    def settings(self) -> dict:
+        """What ``tubes.json`` records about this detector (``detector.settings``)."""
+        return {"backbone": self.backbone, "score_threshold": self.score_threshold,
+                "confidence_threshold": self.confidence_threshold, "nms_threshold": self.nms_threshold,
+                "top_k": self.top_k, "keep_top_k": self.keep_top_k}
+
     def detect(self, frames) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces in each frame: ``[(boxes (k, 4) float32, probs (k,) float32), ...]``."""
         return [(b, p) for b, p, _ in self.detect_landmarks(frames)]

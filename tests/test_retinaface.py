@@ -288,6 +288,9 @@ def test_registry_config_and_cli(tmp_path, capsys):
 
     m = json.loads((out / "v" / "tubes.json").read_text())
     assert m["detector"]["name"] == "retinaface" and m["status"] == "no_face"
+    assert m["detector"]["settings"] == {"backbone": "mobilenet0.25", "score_threshold": 0.6,
+                                         "confidence_threshold": 0.02, "nms_threshold": 0.4, "top_k": 5000,
+                                         "keep_top_k": 750}
     assert m["config"]["detector"] == "retinaface" and m["config"]["detector_weights"] == str(weights)
 
 
