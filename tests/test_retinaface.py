@@ -327,3 +327,18 @@ def test_retinaface_in_the_pipeline_gives_boxes_and_landmarks_in_source_pixels(t
     assert list(frames) == list(range(0, 40, 10))
     np.testing.assert_allclose(src, np.broadcast_to(pts / 0.4, src.shape), atol=0.1)
     assert json.loads((tmp_path / "out" / "v" / "tubes.json").read_text())["tubes"][0]["tube_landmarks"]
+
+
+def test_predict_takes_the_detector_from_flags_or_the_ensemble_file():
+    pytest.importorskip("infer")
+    from facetubes.cli import build_parser
+    from infer.cli import extract_config_from_args
+
+    a = build_parser().parse_args(["predict", "v.mp4", "--ensemble", "e.yaml", "--detector", "retinaface",
+                                   "--detector-weights", "w.pth"])
+    cfg = extract_config_from_args(a)
+    assert (cfg.detector, cfg.detector_weights) == ("retinaface", "w.pth")
+    a = build_parser().parse_args(["predict", "v.mp4", "--ensemble", "e.yaml"])
+    cfg = extract_config_from_args(a, {"detector": "retinaface", "detector_weights": "r50.pth"})
+    assert (cfg.detector, cfg.detector_weights) == ("retinaface", "r50.pth")
+    assert extract_config_from_args(a).detector == "mtcnn"
