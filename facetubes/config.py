@@ -110,7 +110,7 @@ class ExtractConfig:
         if self.detector == "retinaface" and not self.detector_weights:
             bad("the retinaface detector needs detector_weights (--detector-weights PATH: mobilenet0.25_Final.pth "
                 "or Resnet50_Final.pth)")
-        if self.detector_weights is not None and self.detector != "retinaface":
+        if self.detector_weights is not None and self.detector in ("mtcnn", "mtcnn-facenet"):
             bad(f"detector_weights is for the retinaface detector; {self.detector} uses facenet-pytorch's weights")
         if self.first_frames is not None and self.first_frames < 1:
             bad(f"first_frames must be >= 1, got {self.first_frames}")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .tracks import Detections
 
 __all__ = ["Detector", "FacenetMTCNN", "Detections", "detector_scale", "make_detector", "MIN_FACE_POLICY",
-           "DETECTORS", "list_detectors", "detect_frames", "rescale_result", "to_detections"]
+           "DETECTORS", "list_detectors", "register_detector", "detect_frames", "rescale_result", "to_detections"]
 
 #: The smallest face the default policy looks for: max(MIN_FACE_PX, MIN_FACE_FRACTION * short side) pixels.
 MIN_FACE_PX = 40.0
@@ -173,6 +173,14 @@ DETECTORS: dict[str, Callable[[str, Sequence[float], Optional[str]], Detector]] 
     "mtcnn-facenet": _mtcnn_facenet,
     "retinaface": _retinaface,
 }
+
+
+def register_detector(name: str, factory: Callable[[str, Sequence[float], Optional[str]], Detector]) -> None:
+    """Add a detector to the registry: ``factory(device, thresholds, weights) -> Detector``. A name that is
+    already registered is an error."""
+    if name in DETECTORS:
+        raise ConfigError(f"a detector named {name!r} is already registered")
+    DETECTORS[name] = factory
 
 
 def list_detectors() -> list[str]:

@@ -263,6 +263,8 @@ def test_registry_config_and_cli(tmp_path, capsys):
         make_detector(name="retinaface")
     with pytest.raises(ConfigError, match="for retinaface"):
         make_detector(name="mtcnn", weights=str(weights))
+    with pytest.raises(ConfigError, match="uses facenet-pytorch"):
+        ExtractConfig(detector_weights="w.pth")
     with pytest.raises(ConfigError, match="needs detector_weights"):
         ExtractConfig(detector="retinaface")
     with pytest.raises(ConfigError, match="detector must be one of"):
@@ -271,6 +273,15 @@ def test_registry_config_and_cli(tmp_path, capsys):
     assert ExtractConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(RetinaFaceWeightsError):
         check_detector("retinaface", str(tmp_path / "absent.pth"))
+    from facetubes.detect import DETECTORS, register_detector
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_detector("retinaface", lambda device, thresholds, weights: det)
+    register_detector("test-detector", lambda device, thresholds, weights: det)
+    try:  # a registered detector is usable by name, from the config too
+        assert make_detector(name="test-detector") is det and ExtractConfig(detector="test-detector")
+    finally:
+        del DETECTORS["test-detector"]
 
     video = tmp_path / "v.mp4"
     make_video(video, "one", width=160, height=96, n_frames=20, seed=1)
