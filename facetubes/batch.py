@@ -162,7 +162,8 @@ def _process(source: str, stem: str, out_dir: str) -> VideoResult:
     t0 = time.perf_counter()
     try:
         if _WORKER.get("detector") is None:
-            _WORKER["detector"] = make_detector(config.device, config.thresholds)
+            _WORKER["detector"] = make_detector(config.device, config.thresholds, name=config.detector,
+                                                weights=config.detector_weights)
         manifest = extract_tubes(source, out_dir, config, detector=_WORKER["detector"], stem=stem)
         return VideoResult(source, stem, manifest["status"], len(manifest["tubes"]),
                            seconds=time.perf_counter() - t0)
@@ -221,6 +222,9 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         from .mtcnn import torch_device
 
         torch_device(config.device)  # a bad --device fails once, before any video, not once per video
+        from .detect import check_detector
+
+        check_detector(config.detector, config.detector_weights)  # so does a bad weights file
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

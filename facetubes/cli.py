@@ -24,7 +24,8 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(
-        detect_every=a.detect_every, first_frames=a.first_frames, device=a.device, min_face=a.min_face,
+        detect_every=a.detect_every, first_frames=a.first_frames, device=a.device, detector=a.detector,
+        detector_weights=a.detector_weights, min_face=a.min_face,
         detect_long_side=a.detect_long_side, thresholds=tuple(a.thresholds), min_frames=a.min_frames,
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
@@ -38,6 +39,10 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     d = defaults
     g = p.add_argument_group("detection")
     g.add_argument("--device", default=d.device, help="detector device: cpu, cuda, cuda:1 (default: %(default)s)")
+    g.add_argument("--detector", default=d.detector, metavar="NAME",
+                   help="face detector: mtcnn, mtcnn-facenet (reference driver) or retinaface (default: %(default)s)")
+    g.add_argument("--detector-weights", default=d.detector_weights, metavar="PATH",
+                   help="retinaface: local mobilenet0.25_Final.pth or Resnet50_Final.pth (biubug6 layout)")
     g.add_argument("--detect-every", type=int, default=d.detect_every, metavar="N",
                    help="detect faces on every N-th frame (default: %(default)s)")
     g.add_argument("--first-frames", type=int, default=d.first_frames, metavar="N",
