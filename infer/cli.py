@@ -34,6 +34,8 @@ _DETECTION_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--margin", "margin", float, "context around the face, fraction of the face side per side: use the value "
                                   "the models were trained with (default: 0)"),
     ("--crop", "crop", str, "static (published) or follow: how the crop box moves"),
+    ("--detector", "detector", str, "face detector: mtcnn (default), mtcnn-facenet or retinaface"),
+    ("--detector-weights", "detector_weights", str, "retinaface: local mobilenet0.25_Final.pth / Resnet50_Final.pth"),
 )
 
 
@@ -218,7 +220,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if any(it.video is not None for it in items):
         from facetubes.detect import make_detector
 
-        detector = make_detector(config.device, config.thresholds)
+        detector = make_detector(config.device, config.thresholds, name=config.detector,
+                                 weights=config.detector_weights)
     columns = [m.name for m in members] if a.per_model else []
     with PredictionsWriter(out, columns, overwrite=a.overwrite, retry_errors=a.retry_errors) as writer:
         if writer.dropped_partial:

@@ -61,6 +61,10 @@ class TrainConfig:
         "auto", "auto: --val-folders if given, else the index's split column if it names val, else random groups")
     val_fraction: float = _f(0.15, "random split: fraction of tubes (whole groups) held out for validation")
     val_folders: list[str] = _f([], "source folders (index 'folder' column) that form the validation set")
+    val_dataset: list[str] = _f([], "datasets (index 'dataset' column) held out whole as validation "
+                                    "(cross-dataset runs)", metavar="NAME")
+    val_method: list[str] = _f([], "manipulations (index 'method' column) held out as validation, with the reals "
+                                   "of the validation groups (cross-manipulation runs)", metavar="NAME")
     sampling: Literal["balanced", "shuffle"] = _f(
         "balanced", "balanced: every epoch all tubes of the rarer class + as many fresh draws of the other")
     seed: int = _f(0, "seed of the split, the sampler, augmentation and initialisation")

@@ -205,15 +205,20 @@ class TubeDataset(Dataset):
         rng = np.random.default_rng(seed) if self.train else None  # seed None: fresh entropy
         idx = self.frame_indices(rec, rng)
         uniq, inverse = np.unique(idx, return_inverse=True)
-        try:
-            frames = read_frames(rec.path, uniq, threads=1)
-        except VideoError:
-            # the file may hold fewer frames than the index says (re-encoded, cut): retry once with its real length
-            n = probe(rec.path).n_frames
-            if not 0 < n < rec.n_frames:
-                raise
-            self._true_length[i] = n
-            return self.load(i, seed)
+        if rec.path.is_dir():  # a frame folder imported in place (facetubes index --import)
+            from facetubes.datasets.imported import read_frame_folder
+
+            frames = read_frame_folder(rec.path, uniq)
+        else:
+            try:
+                frames = read_frames(rec.path, uniq, threads=1)
+            except VideoError:
+                # the file may hold fewer frames than the index says (re-encoded, cut): retry once with its real length
+                n = probe(rec.path).n_frames
+                if not 0 < n < rec.n_frames:
+                    raise
+                self._true_length[i] = n
+                return self.load(i, seed)
         frames = frames[inverse]
         aug_seed = int(rng.integers(2**62)) if (rng is not None and seed is not None) else None
         if self.mode == "clip":

@@ -37,7 +37,7 @@ from .runtime import (DistEnv, all_reduce_sum, barrier, gather_objects, init_dis
                       resolve_amp, resolve_device, rng_state, save_train_checkpoint, seed_everything, set_rng_state,
                       shutdown_distributed)
 from .sampling import EpochSampler, ShardSampler, optimizer_steps
-from .splits import Split, load_records, make_split, read_split, summarize, write_split
+from .splits import Split, holdout_split, load_records, make_split, read_split, summarize, write_split
 
 log = logging.getLogger("train")
 
@@ -118,8 +118,11 @@ class Trainer:
         check_arch(cfg)  # a typo in --arch is reported before anything is read
         records = load_records(cfg.data, cfg.labels)
         split_file = self.run_dir / "split.csv"
-        split = read_split(split_file, records) if (resume and split_file.is_file()) else make_split(
-            records, mode=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders)
+        split = read_split(split_file, records) if (resume and split_file.is_file()) else (
+            holdout_split(records, val_datasets=cfg.val_dataset, val_methods=cfg.val_method, mode=cfg.split,
+                          val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders)
+            if (cfg.val_dataset or cfg.val_method) else make_split(
+                records, mode=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders))
         self.split: Split = split
         if env.is_main:
             log.info("%s", summarize(split))
