@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -215,16 +214,6 @@ def test_cli_bad_options_are_one_line_errors(tmp_path, capsys, extra, message):
     assert not (tmp_path / "r" / "report.json").exists()
 
 
-@dataclass(frozen=True)
-class ReaderLabel(Label):
-    """A label as the dataset readers make them (Label gains these fields there)."""
-
-    dataset: str = ""
-    method: str = ""
-    compression: str = ""
-    folder: str = ""
-
-
 class AliasTable(dict):
     """A label table with aliases (root-relative paths, unique stems), as the dataset readers return."""
 
@@ -235,9 +224,9 @@ class AliasTable(dict):
 
 def test_labels_matched_by_path_and_alias_with_label_attributes(tmp_path):
     # FF++: two methods share the stem 000_001; the CSV names them by path or by their unique reader name
-    labs = {f"{m}-000_001": ReaderLabel(1, "ffpp:000", "", "ffpp", m, "c23", f"manipulated_sequences/{m}/c23")
+    labs = {f"{m}-000_001": Label(1, "ffpp:000", "", "ffpp", m, "c23", f"manipulated_sequences/{m}/c23")
             for m in ("Deepfakes", "Face2Face")}
-    labs["youtube-000"] = ReaderLabel(0, "ffpp:000", "", "ffpp", "", "c23", "original_sequences/youtube/c23")
+    labs["youtube-000"] = Label(0, "ffpp:000", "", "ffpp", "", "c23", "original_sequences/youtube/c23")
     aliases = {f"manipulated_sequences/{m}/c23/videos/000_001.mp4": labs[f"{m}-000_001"]
                for m in ("Deepfakes", "Face2Face")}
     aliases["000"] = labs["youtube-000"]
@@ -271,3 +260,54 @@ def test_index_csv_as_labels_skips_unlabelled_rows_and_reads_attributes(tmp_path
     labels, attrs = load_eval_labels([idx])
     assert set(labels) == {"a", "b"} and labels["a"].label == 1 and labels["a"].group == "b"
     assert attrs["a"]["folder"] == "p1"
+
+
+def test_dataset_roots_read_by_the_readers_ffpp_per_method_and_dfdc_per_part(tmp_path, capsys):
+    """Labels from generated FF++ and DFDC roots (the dataset readers): FF++ per manipulation against the shared
+    FF++ reals, DFDC per part, with CSV filenames given as root-relative paths (FF++ stems repeat per method)."""
+    ff = tmp_path / "ffpp"
+    (ff / "original_sequences/youtube/c23/videos").mkdir(parents=True)
+    for i in ("000", "001", "002", "003"):
+        (ff / f"original_sequences/youtube/c23/videos/{i}.mp4").touch()
+    for m in ("Deepfakes", "Face2Face"):
+        (ff / f"manipulated_sequences/{m}/c23/videos").mkdir(parents=True)
+        for pair in ("000_001", "001_000", "002_003", "003_002"):
+            (ff / f"manipulated_sequences/{m}/c23/videos/{pair}.mp4").touch()
+    (ff / "splits").mkdir()
+    for split, pairs in (("train", [["000", "001"]]), ("val", []), ("test", [["002", "003"]])):
+        (ff / f"splits/{split}.json").write_text(json.dumps(pairs))
+    dfdc = tmp_path / "dfdc"
+    for part in (0, 1):
+        d = dfdc / f"dfdc_train_part_{part}"
+        d.mkdir(parents=True)
+        meta = {f"r{part}{i}.mp4": {"label": "REAL", "split": "train"} for i in range(2)}
+        meta.update({f"f{part}{i}.mp4": {"label": "FAKE", "split": "train", "original": f"r{part}{i}.mp4"}
+                     for i in range(2)})
+        (d / "metadata.json").write_text(json.dumps(meta))
+        for name in meta:
+            (d / name).touch()
+    # scores: Deepfakes well separated from the FF++ reals, Face2Face not at all; DFDC part 0 perfect, part 1 inverted
+    rows = [(f"original_sequences/youtube/c23/videos/{i}.mp4", 0.3) for i in ("000", "001", "002", "003")]
+    rows += [(f"manipulated_sequences/Deepfakes/c23/videos/{p}.mp4", 0.9) for p in ("000_001", "001_000",
+                                                                                 "002_003", "003_002")]
+    rows += [(f"manipulated_sequences/Face2Face/c23/videos/{p}.mp4", 0.3) for p in ("000_001", "001_000",
+                                                                                 "002_003", "003_002")]
+    rows += [("r00.mp4", 0.2), ("r01.mp4", 0.1), ("f00.mp4", 0.8), ("f01.mp4", 0.7)]
+    rows += [("r10.mp4", 0.8), ("r11.mp4", 0.7), ("f10.mp4", 0.2), ("f11.mp4", 0.1)]
+    pred = tmp_path / "pred.csv"
+    pred.write_text("filename,label,n_tubes,status,error\n" + "".join(f"{n},{p},1,ok,\n" for n, p in rows))
+    out = tmp_path / "r"
+    assert main(["evaluate", str(pred), "-l", str(ff), str(dfdc), "--by", "method,folder,dataset,compression",
+                 "-o", str(out), "--no-plots"]) == 0
+    capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n_evaluated"] == 20 and rep["n_missing_labels"] == 0
+    method = rep["breakdowns"]["method"]["cells"]
+    assert set(method) == {"Deepfakes", "Face2Face", "(none)"}  # DFDC fakes name no method
+    assert (method["(none)"]["n_fake"], method["(none)"]["n_real"]) == (4, 4)  # against the DFDC reals
+    assert (method["Deepfakes"]["n_fake"], method["Deepfakes"]["n_real"]) == (4, 4)  # the FF++ reals only
+    assert method["Deepfakes"]["auc"] == 1.0 and method["Face2Face"]["auc"] == 0.5
+    folder = rep["breakdowns"]["folder"]["cells"]
+    assert folder["dfdc_train_part_0"]["auc"] == 1.0 and folder["dfdc_train_part_1"]["auc"] == 0.0
+    assert {k: v["n"] for k, v in rep["breakdowns"]["dataset"]["cells"].items()} == {"ffpp": 12, "dfdc": 8}
+    assert rep["breakdowns"]["compression"]["cells"]["c23"]["n"] == 12
