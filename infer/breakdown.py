@@ -2,7 +2,7 @@
 
 Where the attributes come from, first match wins per attribute:
 
-1. the labels: ``Label.dataset`` / ``.method`` / ``.compression`` (the dataset readers fill them), and the
+1. the labels: ``Label.dataset`` / ``.method`` / ``.compression`` / ``.folder`` (the dataset readers fill them), the
    ``dataset, method, compression, folder`` columns of a labels CSV or ``index.csv``;
 2. ``folder`` only: the folder of the video's ``source`` in the details file, else the folder of the
    ``metadata.json`` that labelled it (DFDC: the part, ``dfdc_train_part_N``), else the folder part of the
