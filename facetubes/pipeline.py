@@ -106,7 +106,10 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     def flush() -> None:
         if not batch:
             return
-        results = detector.detect(np.stack(batch))
+        from .precision import full_fp32
+
+        with full_fp32():  # no TF32: boxes as on CPU (facetubes.precision)
+            results = detector.detect(np.stack(batch))
         results = [(_rescale(b, sx, sy), p) for b, p in results]
         detections.extend(to_detections(batch_idx, results, 1.0, config.min_prob))
         batch.clear()
