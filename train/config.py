@@ -23,8 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 Task = Literal["3d", "2d"]
 MixMode = Literal["none", "cutmix", "cutmix3d", "mixup", "mixup_or_cutmix"]
 
-# Settings that may differ when a run is resumed: they change how fast it runs, never what it computes.
-RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile", "save_every_minutes"})
+# Settings that may differ when a run is resumed: they change how fast it runs (amp, tf32: also the float rounding;
+# a resume that changes the precision converts the GradScaler state), never the recipe.
+RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile", "save_every_minutes", "amp", "tf32"})
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
