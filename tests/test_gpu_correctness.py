@@ -252,3 +252,42 @@ def test_rank_seeds_differ_per_rank_and_are_reproducible() -> None:
     seeds = [rank_seed(0, r) for r in range(4)]
     assert len(set(seeds)) == 4 and seeds == [rank_seed(0, r) for r in range(4)]
     assert rank_seed(1, 0) != seeds[0] and all(0 <= s < 2**63 for s in seeds)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. the GPU benchmarks run what train3d runs; the GPU check script
+
+
+def _bench(name: str):
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module(name)
+
+
+def test_benchmarks_use_train3d_precision_and_cuda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    train_step = _bench("train_step")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert train_step.auto_mode(CUDA0) == "fp16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert train_step.auto_mode(CUDA0) == "bf16"
+    assert train_step.auto_mode(torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    set_tf32(True)
+    train_step.train3d_settings(CUDA0)
+    assert torch.backends.cudnn.benchmark is True and tf32_state() == {"cudnn": False, "matmul": False}
+
+
+def test_gpu_checks_without_cuda_says_so_and_exits_0(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    gpu_checks = _bench("gpu_checks")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("sys.argv", ["gpu_checks.py"])
+    assert gpu_checks.main() == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["gpu_checks: no CUDA device on this machine; nothing "
+                                                            "to check"]
+    a = [np.array([[10.0, 10, 50, 50]], np.float32), np.zeros((0, 4), np.float32), np.zeros((1, 4), np.float32)]
+    b = [np.array([[10.0, 10.6, 50, 50]], np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)]
+    n, moved, differ, worst = gpu_checks._compare(a, b)
+    assert (n, moved, differ) == (1, 1, 1) and worst == pytest.approx(0.6, abs=1e-5)
