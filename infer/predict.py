@@ -339,8 +339,9 @@ def on_own_stream(load: Callable[[WorkItem], Loaded], device: Any) -> Callable[[
     """``load`` run on a CUDA stream of its own (created in the calling thread, the prefetch thread), so that the
     detector's kernels do not queue behind the models' on the default stream. Identity off CUDA.
 
-    Nothing crosses the streams: the detector hands back numpy boxes and frames (copied to the host, which waits
-    for its own stream), so no ``wait_stream`` / ``record_stream`` is needed."""
+    The new stream first waits for the work already queued on the default stream (the detector's weights).
+    After that nothing crosses the streams: the detector hands back numpy boxes and frames (copied to the host,
+    which waits for its own stream), so no ``record_stream`` is needed."""
     import torch
 
     device = torch.device(device)
@@ -352,6 +353,8 @@ def on_own_stream(load: Callable[[WorkItem], Loaded], device: Any) -> Callable[[
         key = threading.get_ident()
         if key not in streams:
             streams[key] = torch.cuda.Stream(device=device)
+            # after everything queued so far on the default stream (e.g. the detector's weights being uploaded)
+            streams[key].wait_stream(torch.cuda.default_stream(device))
         with torch.cuda.stream(streams[key]):
             return load(item)
 

@@ -168,6 +168,10 @@ def test_detection_runs_without_tf32_and_restores_the_switches(tmp_path: Path) -
 class _FakeStream:
     def __init__(self, device=None) -> None:
         self.device = device
+        self.waited: list[object] = []
+
+    def wait_stream(self, other: object) -> None:
+        self.waited.append(other)
 
 
 class _OOMPredictor:
@@ -205,6 +209,7 @@ def test_predict_oom_frees_the_batch_before_emptying_the_cache_detector_has_own_
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: at_empty.append(predictor.batch_ref[-1]() is None))
     monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
     monkeypatch.setattr(torch.cuda, "stream", fake_stream_ctx)
+    monkeypatch.setattr(torch.cuda, "default_stream", lambda device=None: "default")
     load_streams: list[object] = []
 
     def load(item: WorkItem) -> Loaded:
@@ -220,6 +225,7 @@ def test_predict_oom_frees_the_batch_before_emptying_the_cache_detector_has_own_
     # the loader ran in the prefetch thread, inside one stream of its own (created once, there)
     assert {name for _, name in entered} == {"facetubes-prefetch"}
     assert len({id(s) for s, _ in entered}) == 1 and all(isinstance(s, _FakeStream) for s in load_streams)
+    assert entered[0][0].waited == ["default"]  # after the work already queued (the detector's weights)
     # TF32 off for the models (and the detector thread) during predict, restored afterwards
     assert predictor.states == [{"cudnn": False, "matmul": False}] * 2
     assert tf32_state() == {"cudnn": True, "matmul": True}
