@@ -11,7 +11,8 @@ decode of the random window only (``read_frames`` seeks), then the training augm
 Part 2 runs a ``DataLoader`` with N worker processes over the same data. Part 3 times the model's training step
 (forward + backward + AdamW, batch ``--batch``) at the same clip shape on ``--device``, as ``train3d`` runs it
 (``benchmarks/train_step.py``'s step: precision of ``--amp auto``, GradScaler for fp16, channels_last_3d and
-``cudnn.benchmark`` on CUDA, TF32 off), so the table says how many workers keep the model busy. Prints Markdown rows for benchmarks/RESULTS.md.
+``cudnn.benchmark`` on CUDA, TF32 off), so the table says how many workers keep the model busy. Prints Markdown
+rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ def main() -> None:
         if not a.skip_model:
             s, mode = model_step(a.arch, clip, crop, a.batch, a.device, a.repeat)
             need = (a.batch / s) * r["item_s"]
-            print(f"| {a.arch} train step on {a.device} ({mode}), batch {a.batch} ({clip}x{crop}x{crop}) | {s:.2f} s = "
-                  f"{a.batch / s:.2f} clips/s |")
+            print(f"| {a.arch} train step on {a.device} ({mode}), batch {a.batch} ({clip}x{crop}x{crop}) | "
+                  f"{s:.2f} s = {a.batch / s:.2f} clips/s |")
             print(f"| workers needed to keep it busy | {need:.2f} |")
 
 
