@@ -211,9 +211,11 @@ def test_predict_oom_frees_the_batch_before_emptying_the_cache_detector_has_own_
     monkeypatch.setattr(torch.cuda, "stream", fake_stream_ctx)
     monkeypatch.setattr(torch.cuda, "default_stream", lambda device=None: "default")
     load_streams: list[object] = []
+    load_tf32: list[dict[str, bool]] = []
 
-    def load(item: WorkItem) -> Loaded:
+    def load(item: WorkItem) -> Loaded:  # decode + detect, in the prefetch thread
         load_streams.append(getattr(current, "stream", None))
+        load_tf32.append(tf32_state())
         return Loaded(item, tubes=[np.zeros((4, 8, 8, 3), np.uint8)])
 
     items = [WorkItem(filename=f"v{k}.mp4", source=f"v{k}.mp4") for k in range(2)]
@@ -227,7 +229,7 @@ def test_predict_oom_frees_the_batch_before_emptying_the_cache_detector_has_own_
     assert len({id(s) for s, _ in entered}) == 1 and all(isinstance(s, _FakeStream) for s in load_streams)
     assert entered[0][0].waited == ["default"]  # after the work already queued (the detector's weights)
     # TF32 off for the models (and the detector thread) during predict, restored afterwards
-    assert predictor.states == [{"cudnn": False, "matmul": False}] * 2
+    assert predictor.states == load_tf32 == [{"cudnn": False, "matmul": False}] * 2
     assert tf32_state() == {"cudnn": True, "matmul": True}
     assert read_predictions(tmp_path / "p.csv").status == ["error", "error"]
 
