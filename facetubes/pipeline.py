@@ -107,7 +107,10 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     def flush() -> None:
         if not batch:
             return
-        results = [rescale_result(r, sx, sy) for r in detect_frames(detector, np.stack(batch))]
+        from .precision import full_fp32
+
+        with full_fp32():  # no TF32: boxes as on CPU (facetubes.precision)
+            results = [rescale_result(r, sx, sy) for r in detect_frames(detector, np.stack(batch))]
         detections.extend(to_detections(batch_idx, results, 1.0, config.min_prob))
         batch.clear()
         batch_idx.clear()

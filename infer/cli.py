@@ -91,7 +91,8 @@ def register_predict(subparsers: argparse._SubParsersAction) -> None:
     tta.add_argument("--tta", dest="tta", action="store_true", help="flip TTA (default unless the file says no)")
     p.add_argument("--prior", type=float, default=0.5, help="probability for no-face and failed videos (0.5)")
     p.add_argument("--device", default="auto", help="models and detector: auto, cpu, cuda, cuda:1 (default: auto)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 on GPU (default: float16 AMP)")
+    p.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="full float32 on GPU, TF32 off (default: float16 AMP; detection is always float32)")
     p.add_argument("--prefetch", type=int, default=2, metavar="N",
                    help="videos decoded + detected ahead of the models by a background thread (default: 2)")
     p.add_argument("--overwrite", action="store_true", help="start a new CSV instead of resuming")
