@@ -49,7 +49,9 @@ COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"]
 def _run(*args: str) -> None:
     """One facetubes/train3d command through this interpreter (so this checkout's code runs)."""
     print("+", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", *args], check=True, cwd=ROOT)
+    # one torch thread: on a shared CPU, OpenMP spin-waiting made 2-thread runs many times slower
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    subprocess.run([sys.executable, "-m", *args], check=True, cwd=ROOT, env=env)
 
 
 def _save_png(img: Image.Image | Path, dest: Path, *, max_width: int = 1100) -> Path:
@@ -165,6 +167,7 @@ def _train_run(work: Path, epochs: int) -> Path:
         learn.make_face_tubes(data)
     flags = list(learn.LEARN_FLAGS)
     flags[flags.index("--epochs") + 1] = str(epochs)
+    flags[flags.index("--num-workers") + 1] = "0"              # decoding in the main process: no worker start-up
     _run("train.cli", "3d", "--data", str(data), "--out", str(run), *flags, "--no-progress")
     return run
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_LANGS = {"python": "python", "py": "python", "bash": "bash", "sh": "bash"}
 SKIP_MARK = "<!-- skip -->"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
-BLOCK_TIMEOUT_S = 300
+BLOCK_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,9 @@ def sample_root(tmp_path_factory) -> Path:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # One torch thread per process: tiny examples gain nothing from threads, and on a shared CPU OpenMP
+    # spin-waiting made 2-thread runs many times slower.
+    env["OMP_NUM_THREADS"] = "1"
     env["MPLBACKEND"] = "Agg"
     env.pop("FACETUBES_DEBUG", None)
     return env
@@ -185,7 +187,7 @@ def _run_block(page: str, block: Block, workdir: Path, namespace: dict) -> None:
 
 
 @pytest.mark.parametrize("page", _pages_with_examples(), ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_page_examples_run(page: Path, sample_root: Path, tmp_path: Path, monkeypatch):
+def test_page_examples_run(page: Path, sample_root: Path, tmp_path: Path, monkeypatch, single_thread):
     workdir = tmp_path / "repo"
     shutil.copytree(sample_root, workdir)
     monkeypatch.chdir(workdir)
