@@ -185,8 +185,8 @@ def fig_curves(work: Path, out: Path, epochs: int) -> None:
     b.plot(ep, [float(r["val_acc_real"]) for r in rows], ":", color="C0", label="accuracy, real")
     b.plot(ep, [float(r["val_acc_fake"]) for r in rows], ":", color="C3", label="accuracy, fake")
     b.set_xlabel("epoch"), b.set_ylim(-0.02, 1.02), b.legend(loc="lower right"), b.grid(alpha=0.3)
-    fig.suptitle("train3d --arch mc3 from random weights on synthetic face tubes (validation: unseen identities)",
-                 fontsize=10)
+    fig.suptitle(f"train3d --arch mc3 from random weights on synthetic face tubes, {len(rows)} epochs "
+                 "(validation: unseen identities)", fontsize=10)
     fig.tight_layout()
     _save_fig(fig, out / "training-curves.png")
 
