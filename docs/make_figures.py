@@ -6,7 +6,7 @@
 
 Figures (name: what it is drawn from):
 
-- ``preview-sample.png``: ``facetubes preview`` of a synthetic sample (a real and a fake two-person video);
+- ``preview-sample.png``: ``facetubes preview`` of a synthetic sample (its fake two-person video);
 - ``preview-dfdc.png``: ``facetubes preview`` of a real DFDC training video (``--shared``, default
   ``../shared/data``; the figure is left out with a note when the folder is absent);
 - ``crop-modes.png``: one synthetic track cropped with every mode of ``--crop-modes`` (rerun with the new modes
@@ -90,7 +90,7 @@ def fig_preview(work: Path, out: Path, shared: Path) -> None:
         make_dataset(videos, 1, 1, seed=0, scenario="two", width=320, height=240, n_frames=72, write_truth=False)
     tubes = work / "sample_tubes"
     extract_batch([videos], tubes, ExtractConfig(min_frames=32), labels=load_labels(videos), progress=False)
-    _save_png(batch_preview(tubes, work / "preview-sample.png"), out / "preview-sample.png")
+    _save_png(batch_preview(tubes, work / "preview-sample.png", max_videos=1), out / "preview-sample.png")   # the fake
 
     video = shared / DFDC_VIDEO
     if not video.exists():
