@@ -176,7 +176,7 @@ def fig_curves(work: Path, out: Path, epochs: int) -> None:
     run = _train_run(work, epochs)
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    ep = [int(r["epoch"]) for r in rows]
+    ep = [int(r["epoch"]) + 1 for r in rows]      # metrics.csv counts from 0; the console says "epoch 1/16"
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.3))
     a.plot(ep, [float(r["train_loss"]) for r in rows], "o-", label="train loss")
     a.plot(ep, [float(r["val_loss"]) for r in rows], "s-", label="validation log loss")
