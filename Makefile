@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   := demo
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast docs figures demo bench clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch/torchvision from the registry (CUDA builds; they run on CPU too)
 	$(PIP) install --quiet "torch>=2.2" "torchvision>=0.17"
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,docs]"
 	# facenet-pytorch pins torch<2.3 and numpy<2: install it without its dependencies
 	$(PIP) install --quiet --no-deps "facenet-pytorch==2.6.0"
 	$(PY) -c "import torch, torchvision, av, skimage, timm, facenet_pytorch; print('facetubes environment ready: torch', torch.__version__)"
@@ -24,8 +24,18 @@ $(STAMP): pyproject.toml
 # One pytest-xdist worker per core (`worksteal` rebalances the long tests); `PYTEST_ARGS=-n0` runs in-process.
 PYTEST_ARGS ?= -n auto --dist worksteal
 
+# The suite, then the documentation build (--strict), so CI catches broken docs too.
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (MkDocs, mkdocs.yml) into site/; a broken link, anchor or include fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# Redraw docs/img/*.png (needs the shared real data for the DFDC pictures; see docs/contributing.md).
+figures: $(STAMP)
+	MPLBACKEND=Agg $(PY) docs/make_figures.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) -m "not slow"
@@ -48,4 +58,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/extract.py --videos 3 --grain 7 --no-memory --batch 1,2
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) .pytest_cache site
