@@ -103,6 +103,7 @@ class TrainConfig:
     dropout: Optional[float] = _f(None, "dropout before the classifier (default: the model's)")
     norm: Optional[str] = _f(None, "2D backbone normalisation: batch or group (GroupNorm, for small batches)",
                              metavar="NORM")
+    drop_path: Optional[float] = _f(None, "stochastic depth rate of a 2D timm backbone (default: the model's)")
     frames_per_tube: int = _f(1, "2D training: random frames per tube per epoch, each a separate sample")
     frame_every: int = _f(0, "2D training: every N-th frame of each tube is a separate sample (0: off; "
                              "replaces --frames-per-tube)")
@@ -224,8 +225,10 @@ class TrainConfig:
             raise bad("head", "must be linear or hidden512")
         if self.norm is not None and self.norm not in ("batch", "group"):
             raise bad("norm", "must be batch or group")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise bad("dropout", "must lie in [0, 1)")
+        for name in ("dropout", "drop_path"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise bad(name, "must lie in [0, 1)")
         for name in ("label_clip", "val_clip"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
@@ -239,7 +242,7 @@ class TrainConfig:
         if self.task == "3d":
             frame_only = {"frames_per_tube": 1, "frame_every": 0, "sample_unit": "tube", "loss": "bce",
                           "focal_epochs": 0, "part_dropout_p": 0.0, "half_dropout_p": 0.0, "head": None,
-                          "norm": None}
+                          "norm": None, "drop_path": None}
             for name, default in frame_only.items():
                 if getattr(self, name) != default:
                     raise bad(name, "is a 2D (train2d) setting")
@@ -373,6 +376,8 @@ def resolve_config(*, task: Task, arch: Optional[str], config_file: Optional[str
     ``arch`` may also come from the config file; the per-architecture file is chosen by the final arch.
     """
     overrides = dict(overrides or {})
+    if config_file and not Path(config_file).exists() and (CONFIG_DIR / f"{config_file}.yaml").is_file():
+        config_file = str(CONFIG_DIR / f"{config_file}.yaml")  # a shipped recipe by name: --config dfdc-1st
     file_values = read_yaml(config_file) if config_file else {}
     arch = arch or overrides.get("arch") or file_values.get("arch") or ("i3d" if task == "3d" else "seresnext50")
     cfg = TrainConfig(task=task)

@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader
 
 from facetubes.errors import one_line
 
+from infer.reduce import clip_probs, reduce_probs
+
 from .augment import val_transform
 from .augment2d import IsotropicVal, recipe_train_transform
 from .config import TrainConfig
@@ -82,7 +84,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     import models3d
 
     check_arch(cfg)
-    options = {k: getattr(cfg, k) for k in ("head", "dropout", "norm") if getattr(cfg, k) is not None}
+    options = {k: getattr(cfg, k) for k in ("head", "dropout", "norm", "drop_path") if getattr(cfg, k) is not None}
     try:
         model = models3d.create_model(cfg.arch, num_classes=cfg.num_classes, weights=cfg.weights, **options)
     except TypeError as e:  # a builder without that option (e.g. --norm for a 3D model)
@@ -442,8 +444,8 @@ class Trainer:
             with self._autocast():
                 logits = self.model(self._inputs(batch))
             p = fake_probability(logits)
-            if batch.counts is not None:  # 2D: median of per-frame probabilities per tube
-                p = torch.stack([chunk.quantile(0.5) for chunk in torch.split(p, batch.counts.tolist())])
+            if batch.counts is not None:  # 2D: per-frame probabilities -> tube (median as published; --val-reduce)
+                p = tube_scores(p, batch.counts.tolist(), self.cfg.val_reduce)
             indices += batch.index.tolist()
             probs += p.float().cpu().tolist()
         self.model.train()
@@ -455,6 +457,8 @@ class Trainer:
             raise TrainError(f"the model's outputs became non-finite after epoch {self.epoch + 1} (the weights "
                              f"diverged; try a lower --lr); stopped, the last good checkpoint "
                              f"{self.run_dir / 'last.pt'} is kept")
+        if self.cfg.val_clip is not None:
+            pr = [float(q) for q in clip_probs(np.asarray(pr, np.float64), *self.cfg.val_clip)] if pr else pr
         out = evaluate(labels, pr) if idx else {"val_loss": math.nan}
         out["val_tubes"] = len(idx)
         out["bad_val"] = sum(g[2] for g in gathered)
@@ -503,6 +507,16 @@ class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...
     def close(self) -> None: ...
+
+
+def tube_scores(probs: Tensor, counts: list[int], how: str) -> Tensor:
+    """``(sum K,)`` frame probabilities of consecutive tubes with ``counts`` frames -> ``(B,)`` tube scores by
+    :func:`infer.reduce.reduce_probs` (``median``, ``mean``, ``max``, ``confident``); NaN for a non-finite tube."""
+    out = []
+    for chunk in torch.split(probs.float().cpu(), counts):
+        c = chunk.numpy().astype(np.float64)
+        out.append(reduce_probs(c, how) if np.isfinite(c).all() else math.nan)
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def make_sampler(cfg: TrainConfig, train_set: TubeDataset, env: DistEnv) -> EpochSampler:
