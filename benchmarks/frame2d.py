@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/frame2d.py --device cuda --batch 32 --amp bf16       # GPU: AMP + channels_last
     .venv/bin/python benchmarks/frame2d.py --all --device cuda                       # every registered 2D model
     .venv/bin/python benchmarks/frame2d.py --loader ../shared/data/real/medics_tubes --archs tf_efficientnet_b7_ns
+    .venv/bin/python benchmarks/frame2d.py --loader ../shared/data/real/medics_tubes --no-models
 
 Models (random weights, ``pretrained=False``) at the input size their recipe trains (``train/configs/dfdc-*.yaml``;
 ``--all``: every registered 2D model at its preset size). A training step is what ``train2d`` does per batch:
@@ -54,22 +55,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, repeat: int) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` calls after one warm-up."""
+def _timed(fn, device: torch.device, repeat: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (this process, all threads) of ``fn()`` over ``repeat`` calls
+    after one warm-up. On a CPU shared with other jobs the CPU seconds are the steadier figure."""
     fn()
     _sync(device)
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def measure(arch: str, size: int, batch: int, device: torch.device, amp: str, repeat: int,
             options: Optional[dict] = None) -> dict[str, float]:
-    """``{train_fps, infer_fps, train_s, infer_s}`` of ``arch`` at ``size`` px, ``batch`` frames per step."""
+    """``{train_fps, infer_fps, train_s, infer_s, train_cpu_s, infer_cpu_s}`` of ``arch`` at ``size`` px,
+    ``batch`` frames per step (``*_s``: wall seconds per step; ``*_cpu_s``: CPU seconds per step)."""
     model = models3d.create_model(arch, num_classes=1, **(options or {})).to(device)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -90,22 +94,24 @@ def measure(arch: str, size: int, batch: int, device: torch.device, amp: str, re
         opt.zero_grad(set_to_none=True)
 
     model.train()
-    train_s = _timed(step, device, repeat)
+    train_s, train_cpu = _timed(step, device, repeat)
     model.eval()
 
     def infer() -> None:
         with torch.inference_mode(), ctx():
             model(model.preset.normalize(x).contiguous(memory_format=fmt))
 
-    infer_s = _timed(infer, device, repeat)
+    infer_s, infer_cpu = _timed(infer, device, repeat)
     del model, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"train_s": train_s, "infer_s": infer_s, "train_fps": batch / train_s, "infer_fps": batch / infer_s}
+    return {"train_s": train_s, "infer_s": infer_s, "train_fps": batch / train_s, "infer_fps": batch / infer_s,
+            "train_cpu_s": train_cpu, "infer_cpu_s": infer_cpu}
 
 
-def loader_fps(tube_dir: Path, size: int, n: int) -> tuple[float, int]:
-    """Frames per second of one process producing 1st-place training samples from the tubes in ``tube_dir``."""
+def loader_fps(tube_dir: Path, size: int, n: int) -> tuple[float, float, int]:
+    """(wall frames/s, frames per CPU second, samples whose part dropout was skipped) of one process producing
+    1st-place training samples from the tubes in ``tube_dir``."""
     from facetubes.manifest import TubeRecord
     from facetubes.video import probe
     from train.augment2d import recipe_train_transform
@@ -135,11 +141,11 @@ def loader_fps(tube_dir: Path, size: int, n: int) -> tuple[float, int]:
                          part_dropout=(cfg.part_dropout_p, cfg.half_dropout_p), max_substitutes=0)
         ds[(0, 0)]  # warm-up (imports, codec)
         skipped = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for k in range(n):
             s = ds[(k % len(ds), 1000 + k)]
             skipped += s.no_landmarks
-        return n / (time.perf_counter() - t0), skipped
+        return n / (time.perf_counter() - t0), n / (time.process_time() - c0), skipped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -152,6 +158,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=None, help="default: the recipes' backbones")
     ap.add_argument("--all", action="store_true", help="every registered 2D model at its preset size")
+    ap.add_argument("--no-models", action="store_true", help="only the loader measurement")
     ap.add_argument("--loader", type=Path, default=None, help="folder of tube MP4s for the loader measurement")
     ap.add_argument("--loader-samples", type=int, default=60)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
@@ -163,7 +170,9 @@ def main() -> None:
         sys.exit("error: --batch and --repeat must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.all:
+    if args.no_models:
+        plan = {}
+    elif args.all:
         plan = {n: (models3d.get_preset(n).crop_size, "preset") for n in models3d.list_models()
                 if not models3d.get_preset(n).is_3d}
     else:
@@ -174,19 +183,21 @@ def main() -> None:
         plan = {n: RECIPE_BACKBONES.get(n, (models3d.get_preset(n).crop_size, "preset")) for n in names}
     print(f"device {device}, amp {args.amp}, batch {args.batch}, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}")
-    print(f"| model | recipe | px | train frames/s | inference frames/s | train s/step |")
-    print("|---|---|---:|---:|---:|---:|")
+    if plan:
+        print("| model | recipe | px | train frames/s | inference frames/s | train s/step | train CPU s/step | "
+              "inference CPU s/step |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
     results = {}
     for name, (size, recipe) in plan.items():
         r = measure(name, size, args.batch, device, args.amp, args.repeat)
         results[name] = r
-        print(f"| {name} | {recipe} | {size} | {r['train_fps']:.2f} | {r['infer_fps']:.2f} | {r['train_s']:.3f} |",
-              flush=True)
+        print(f"| {name} | {recipe} | {size} | {r['train_fps']:.2f} | {r['infer_fps']:.2f} | {r['train_s']:.3f} | "
+              f"{r['train_cpu_s']:.3f} | {r['infer_cpu_s']:.3f} |", flush=True)
     if args.loader is not None:
         size = RECIPE_BACKBONES["tf_efficientnet_b7_ns"][0]
-        fps, skipped = loader_fps(args.loader, size, args.loader_samples)
+        fps, cpu_fps, skipped = loader_fps(args.loader, size, args.loader_samples)
         print(f"\nloader (1 process, dfdc-1st recipe at {size} px, {args.loader_samples} samples, part dropout "
-              f"skipped {skipped}): {fps:.1f} frames/s")
+              f"skipped {skipped}): {fps:.1f} frames/s wall, {cpu_fps:.1f} frames per CPU second")
         if "tf_efficientnet_b7_ns" in results:
             step = results["tf_efficientnet_b7_ns"]["train_fps"]
             print(f"B7 training step here: {step:.2f} frames/s -> {step / fps:.2f} loader processes per step")

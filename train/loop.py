@@ -1,8 +1,9 @@
 """The training loop behind ``train3d`` and ``train2d``.
 
 One :class:`Trainer` per process. It reads the index, fixes the split, builds the model from the registry, and
-runs epochs of rebalanced sampling with AdamW + one-cycle LR scheduled over the optimizer steps actually taken
-(accumulation, drop_last and the DDP shard included), mixed precision, gradient clipping and optional
+runs epochs of rebalanced sampling with AdamW + one-cycle LR (or a recipe's optimiser and schedule:
+``train.schedules``) scheduled over the optimizer steps actually taken (accumulation, drop_last and the DDP shard
+included), mixed precision, gradient clipping and optional
 ``torch.compile``. After every epoch it validates, appends to ``metrics.csv`` / ``curves.png`` and writes
 ``last.pt`` (every state needed to resume) and, when the validation log loss improves, ``best.pt``; inside long
 epochs ``last.pt`` is also refreshed every ``save_every_minutes``. A non-finite loss stops the run without
