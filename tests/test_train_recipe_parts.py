@@ -307,3 +307,19 @@ def test_recipe_settings_are_checked() -> None:
         TrainConfig(task="2d", epochs=2, focal_epochs=3).validate()
     with pytest.raises(ConfigError, match="--head: must be linear or hidden512"):
         TrainConfig(task="2d", head="mlp").validate()
+
+
+def test_model_options_reach_the_registry_and_unknown_ones_are_one_line_errors() -> None:
+    from train.errors import TrainError
+    from train.loop import build_model
+
+    with pytest.raises(TrainError, match=r"--arch seresnext50 does not take --norm"):
+        build_model(TrainConfig(task="2d", arch="seresnext50", norm="group").validate())
+    with torch.device("meta"):
+        model = build_model(TrainConfig(task="2d", arch="efficientnet_b0", norm="group", head="hidden512",
+                                        dropout=0.4, crop_size=64).validate())
+    encoder = list(model.encoder.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in encoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder)
+    assert model.num_classes == 1 and model.preset.crop_size == 64
+    assert any(isinstance(m, torch.nn.Linear) and m.out_features == 512 for m in model.modules())

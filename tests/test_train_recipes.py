@@ -93,7 +93,7 @@ LEARN_2D_FLAGS = ["--config", "dfdc-bronze", "--arch", "resnet34", "--crop-size"
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_bronze_recipe_learns_synthetic_fakes_on_held_out_identities(tmp_path: Path) -> None:
+def test_bronze_recipe_learns_synthetic_fakes_on_held_out_identities(tmp_path: Path, single_thread) -> None:
     """The bronze recipe (paired real/fake frames, RandMerge, mixup, a focal stage) with a random-weight ResNet-34
     at 48 px separates the synthetic fakes of identities it never saw (tests/test_train_learns.py's data)."""
     from test_train_learns import make_face_tubes
