@@ -109,3 +109,50 @@ def test_bronze_recipe_learns_synthetic_fakes_on_held_out_identities(tmp_path: P
     last = float(rows[-1]["val_auc"])
     print(f"\nval AUC per epoch: {[r['val_auc'] for r in rows]}")
     assert last >= 0.75, f"final validation AUC {last:.3f} is not clearly above chance"
+
+
+def test_a_killed_recipe_run_resumes_to_identical_weights(tubes: Path, tmp_path: Path, single_thread, no_plot,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paired sampling over every 10th frame, per-class BCE, clipped targets, RandMerge, SGD + plateau: a run
+    killed inside its second epoch and resumed ends with the weights of an uninterrupted run (tiny2d stand-in)."""
+    import dataclasses
+
+    import torch
+
+    from train.config import resolve_config
+    from train.loop import Trainer, train
+
+    def cfg_for(out: Path):
+        cfg = resolve_config(task="2d", arch="tiny2d", config_file="dfdc-bronze", overrides=dict(
+            data=str(tubes), out=str(out), crop_size=16, batch_size=4, epochs=2, focal_epochs=0,
+            loss="bce_classes", label_clip=(0.01, 0.99), optimizer="sgd", lr=0.05, schedule="plateau",
+            plateau_patience=0, val_frames=2, num_workers=0, progress=False, device="cpu", val_fraction=0.5,
+            save_every_minutes=0))
+        return dataclasses.replace(cfg, save_every_minutes=1e-9)  # last.pt after every step
+
+    straight = tmp_path / "straight"
+    train(cfg_for(straight))
+
+    class Crash(Exception):
+        pass
+
+    def crash(self: Trainer) -> None:
+        if self.global_step == 4:  # last.pt then holds step 3: epoch 2, step 1
+            raise Crash()
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "after_step", crash)
+        with pytest.raises(Crash):
+            train(cfg_for(run))
+    saved = torch.load(run / "last.pt", weights_only=True)["train"]
+    assert (saved["epoch"], saved["epoch_step"]) == (1, 1)  # inside epoch 2
+    train(cfg_for(run), resume=True)
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    assert a["train"]["global_step"] == b["train"]["global_step"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["train"]["scheduler"] == b["train"]["scheduler"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["lr"] for r in rows] == [r["lr"] for r in csv.DictReader((straight / "metrics.csv").open())]
