@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision, av, skimage, timm, facenet_pytorch; print('facetubes environment ready: torch', torch.__version__)"
 	touch $(STAMP)
 
+# One pytest-xdist worker per core (`worksteal` rebalances the long tests); `PYTEST_ARGS=-n0` runs in-process.
+PYTEST_ARGS ?= -n auto --dist worksteal
+
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS) -m "not slow"
 
 # The whole pipeline on a synthetic sample (real face photos, real and manipulated videos): a few minutes on CPU.
 demo: $(STAMP)

@@ -9,8 +9,10 @@ synthetic face videos, ``--frames`` long. Part 1 times ``TubeDataset`` items in 
 decode of the random window only (``read_frames`` seeks), then the training augmentation (torchvision v2 on a
 ``Video``: random resized crop + flip + the published photometric ops at their probabilities), reported separately.
 Part 2 runs a ``DataLoader`` with N worker processes over the same data. Part 3 times the model's training step
-(forward + backward + AdamW, batch ``--batch``) at the same clip shape on ``--device``, so the table says how many
-workers keep the model busy. Prints Markdown rows for benchmarks/RESULTS.md.
+(forward + backward + AdamW, batch ``--batch``) at the same clip shape on ``--device``, as ``train3d`` runs it
+(``benchmarks/train_step.py``'s step: precision of ``--amp auto``, GradScaler for fp16, channels_last_3d and
+``cudnn.benchmark`` on CUDA, TF32 off), so the table says how many workers keep the model busy. Prints Markdown
+rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -96,33 +98,23 @@ def loader_rate(ds: TubeDataset, workers: int, batch: int, n_batches: int) -> fl
     return n / (time.perf_counter() - t0)
 
 
-def model_step(arch: str, clip: int, crop: int, batch: int, device: str, repeat: int) -> float:
-    """Seconds per training step (forward + backward + AdamW) at ``(batch, 3, clip, crop, crop)``."""
-    import models3d
-
-    from train.mixing import one_hot_targets, soft_target_loss
+def model_step(arch: str, clip: int, crop: int, batch: int, device: str, repeat: int) -> tuple[float, str]:
+    """(seconds per training step, precision) at ``(batch, 3, clip, crop, crop)``, the step ``train3d`` runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_step import Step, auto_mode, train3d_settings
 
     dev = torch.device(device)
-    model = models3d.create_model(arch, num_classes=2).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, 256, (batch, 3, clip, crop, crop), dtype=torch.uint8, device=dev)
-    y = one_hot_targets(torch.arange(batch, device=dev) % 2, 2)
-
-    def step() -> None:
-        loss = soft_target_loss(model(model.preset.normalize(x)), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
+    train3d_settings(dev)
+    mode = auto_mode(dev)
+    step = Step(arch, batch, clip, crop, mode, dev, compile_=False)
     step()
+    step()  # warm-up: cuDNN autotuning (cudnn.benchmark), optimizer state
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), mode
 
 
 def main() -> None:
@@ -160,10 +152,10 @@ def main() -> None:
             rate = loader_rate(ds, w, batch=max(a.batch, 2), n_batches=max(2, 2 * w))
             print(f"| DataLoader, {w} worker(s) | {rate:.1f} clips/s |")
         if not a.skip_model:
-            s = model_step(a.arch, clip, crop, a.batch, a.device, a.repeat)
+            s, mode = model_step(a.arch, clip, crop, a.batch, a.device, a.repeat)
             need = (a.batch / s) * r["item_s"]
-            print(f"| {a.arch} train step on {a.device}, batch {a.batch} ({clip}x{crop}x{crop}) | {s:.2f} s = "
-                  f"{a.batch / s:.2f} clips/s |")
+            print(f"| {a.arch} train step on {a.device} ({mode}), batch {a.batch} ({clip}x{crop}x{crop}) | "
+                  f"{s:.2f} s = {a.batch / s:.2f} clips/s |")
             print(f"| workers needed to keep it busy | {need:.2f} |")
 
 

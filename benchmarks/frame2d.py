@@ -132,7 +132,7 @@ def loader_fps(tube_dir: Path, size: int, n: int) -> tuple[float, float, int]:
             shutil.copy(src, d / "t0.mp4")
             s = info.width / 256.0  # landmarks of a centred face in a 256-px tube, scaled to the tube
             lm = [[96 * s, 110 * s], [160 * s, 110 * s], [128 * s, 145 * s], [100 * s, 180 * s], [156 * s, 180 * s]]
-            (d / "tubes.json").write_text(json.dumps({"tubes": [{"tube": f"v{i:03d}_t0", "track": 0, "landmarks": [
+            (d / "tubes.json").write_text(json.dumps({"tubes": [{"tube": f"v{i:03d}_t0", "track": 0, "tube_landmarks": [
                 [f, lm] for f in range(0, info.n_frames, 10)]}]}))
             recs.append(TubeRecord(tube=f"v{i:03d}_t0", path=d / "t0.mp4", video=f"v{i:03d}", source=str(src),
                                    track=0, part=0, start_frame=0, stop_frame=info.n_frames, n_frames=info.n_frames,

@@ -4,8 +4,11 @@
     .venv/bin/python benchmarks/train_step.py --device cuda --mem-gb 24      # max batch on a 24 GB card
     .venv/bin/python benchmarks/train_step.py --device cpu --batch 1 --modes fp32 bf16
 
-One step is what ``train3d`` does per batch: uint8 clips -> ``preset.normalize`` -> (channels_last_3d on CUDA) ->
-autocast forward -> soft-target cross-entropy -> backward (GradScaler for fp16) -> AdamW step. Reported per mode:
+One step is what ``train3d`` does per batch, with its CUDA settings (``cudnn.benchmark`` on, TF32 off unless
+``--tf32``): uint8 clips -> ``preset.normalize`` -> (channels_last_3d on CUDA) -> autocast forward -> soft-target
+cross-entropy -> backward (GradScaler for fp16) -> AdamW step. Mode ``auto`` is what ``train3d --amp auto`` picks
+on this device (``train.runtime.choose_amp``: bf16 from compute capability 8.0, else fp16); bf16 is skipped on
+GPUs without bf16 tensor cores (emulated there). Reported per mode:
 seconds per step, clips per second, and peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak
 RSS). On CUDA ``--mem-gb`` caps the usable memory with ``set_per_process_memory_fraction`` and the largest batch
 is found by doubling then bisecting until out-of-memory; ``--compile`` adds ``torch.compile``.
@@ -30,9 +33,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models3d  # noqa: E402
+from facetubes.precision import set_tf32  # noqa: E402
 from train.mixing import one_hot_targets, soft_target_loss  # noqa: E402
+from train.runtime import BF16_MIN_CAPABILITY, choose_amp, precision_name  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train3d_settings(device: torch.device, tf32: bool = False) -> None:
+    """The process-wide CUDA settings ``train3d`` runs under (``Trainer._start``)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    set_tf32(tf32)
+
+
+def auto_mode(device: torch.device) -> str:
+    """The mode ``--amp auto`` resolves to on ``device``: ``fp32``, ``bf16`` or ``fp16``."""
+    return precision_name(choose_amp("auto", device)[0])
 
 
 class Step:
@@ -119,7 +136,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--clip-len", type=int, default=None, help="default: the model preset (I3D 64)")
     ap.add_argument("--crop-size", type=int, default=None, help="default: the model preset (I3D 224)")
-    ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp16"], choices=sorted(DTYPES))
+    ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp16"], choices=sorted(DTYPES) + ["auto"],
+                    help="auto: what train3d --amp auto picks here")
+    ap.add_argument("--tf32", action="store_true", help="as train3d --tf32 (default off, as train3d)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--mem-gb", type=float, default=24.0, help="CUDA memory cap for the max-batch search")
     ap.add_argument("--no-max-batch", action="store_true")
@@ -134,9 +153,16 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "CPU")
     print(f"# {a.arch} train step, {clip} x {crop} x {crop}, batch {a.batch}, on {name}; torch {torch.__version__}"
           f", {os.cpu_count()} CPUs{', compiled' if a.compile else ''}")
-    modes = [m for m in a.modes if not (m == "fp16" and device.type == "cpu")]
-    if device.type == "cuda" and "bf16" in modes and not torch.cuda.is_bf16_supported():
-        modes.remove("bf16")
+    train3d_settings(device, a.tf32)
+    modes = list(dict.fromkeys(auto_mode(device) if m == "auto" else m for m in a.modes))
+    modes = [m for m in modes if not (m == "fp16" and device.type == "cpu")]
+    if device.type == "cuda" and "bf16" in modes:
+        cap = torch.cuda.get_device_capability(device)
+        if tuple(cap) < BF16_MIN_CAPABILITY:
+            print(f"# bf16 skipped: sm{cap[0]}{cap[1]} has no bf16 tensor cores (train3d --amp auto picks fp16)")
+            modes.remove("bf16")
+    print(f"# train3d --amp auto here: {auto_mode(device)}; cudnn.benchmark "
+          f"{torch.backends.cudnn.benchmark if device.type == 'cuda' else 'n/a'}, TF32 {'on' if a.tf32 else 'off'}")
     print("| mode | s/step | clips/s | peak memory (GiB) |\n|---|---|---|---|")
     base: Optional[float] = None
     for mode in modes:

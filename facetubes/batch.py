@@ -162,7 +162,8 @@ def _process(source: str, stem: str, out_dir: str) -> VideoResult:
     t0 = time.perf_counter()
     try:
         if _WORKER.get("detector") is None:
-            _WORKER["detector"] = make_detector(config.device, config.thresholds)
+            _WORKER["detector"] = make_detector(config.device, config.thresholds, name=config.detector,
+                                                weights=config.detector_weights)
         manifest = extract_tubes(source, out_dir, config, detector=_WORKER["detector"], stem=stem)
         return VideoResult(source, stem, manifest["status"], len(manifest["tubes"]),
                            seconds=time.perf_counter() - t0)
@@ -211,13 +212,19 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   config: Optional[ExtractConfig] = None, *, workers: int = 1,
                   shard: Optional[tuple[int, int]] = None, overwrite: bool = False,
                   labels: Optional[dict[str, Label]] = None, progress: bool = True,
-                  detector=None) -> BatchSummary:
-    """Extract tubes for every input video into ``out_dir``; see the module docstring."""
+                  detector=None, names: Optional[dict[str, str]] = None) -> BatchSummary:
+    """Extract tubes for every input video into ``out_dir``; see the module docstring.
+
+    ``names``: ``{absolute source path: video name}`` for sources whose output folder is not their file stem
+    (dataset readers name FF++ videos ``Deepfakes-c23-000_003``, whose stems collide)."""
     config = config or ExtractConfig()
     if detector is None:
         from .mtcnn import torch_device
 
         torch_device(config.device)  # a bad --device fails once, before any video, not once per video
+        from .detect import check_detector
+
+        check_detector(config.detector, config.detector_weights)  # so does a bad weights file
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +240,7 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     todo: list[tuple[str, str]] = []
     stems: dict[str, str] = {}
     for v in videos:
-        stem = v.stem
+        stem = (names or {}).get(os.path.normpath(str(v.absolute())), v.stem)
         if not in_shard(stem, shard):
             continue
         if stem in stems:

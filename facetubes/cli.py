@@ -1,8 +1,9 @@
 """The ``facetubes`` command.
 
-Sub-commands of this package: ``extract``, ``index``, ``preview``, ``sample``. Other installed packages add theirs
-(``predict``, ``evaluate`` from ``infer``) through the ``facetubes.commands`` entry-point group: each entry point is
-a function ``register(subparsers)`` that adds a parser and sets ``handler=fn(args) -> exit code``.
+Sub-commands of this package: ``extract``, ``index``, ``datasets``, ``preview``, ``sample``. Other installed
+packages add theirs (``predict``, ``evaluate`` from ``infer``) through the ``facetubes.commands`` entry-point
+group: each entry point is a function ``register(subparsers)`` that adds a parser and sets
+``handler=fn(args) -> exit code``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(
-        detect_every=a.detect_every, first_frames=a.first_frames, device=a.device, min_face=a.min_face,
+        detect_every=a.detect_every, first_frames=a.first_frames, device=a.device, detector=a.detector,
+        detector_weights=a.detector_weights, min_face=a.min_face,
         detect_long_side=a.detect_long_side, thresholds=tuple(a.thresholds), min_frames=a.min_frames,
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
@@ -37,6 +39,10 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     d = defaults
     g = p.add_argument_group("detection")
     g.add_argument("--device", default=d.device, help="detector device: cpu, cuda, cuda:1 (default: %(default)s)")
+    g.add_argument("--detector", default=d.detector, metavar="NAME",
+                   help="face detector: mtcnn, mtcnn-facenet (reference driver) or retinaface (default: %(default)s)")
+    g.add_argument("--detector-weights", default=d.detector_weights, metavar="PATH",
+                   help="retinaface: local mobilenet0.25_Final.pth or Resnet50_Final.pth (biubug6 layout)")
     g.add_argument("--detect-every", type=int, default=d.detect_every, metavar="N",
                    help="detect faces on every N-th frame (default: %(default)s)")
     g.add_argument("--first-frames", type=int, default=d.first_frames, metavar="N",
@@ -76,34 +82,82 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
                    help="keyframe interval of the tubes; smaller = faster random reads (default: %(default)s)")
 
 
+def _load_labels(a: argparse.Namespace):
+    """The LabelSet of ``--labels``/``--dataset`` (None without labels); prints what was read."""
+    from .datasets import load
+
+    if getattr(a, "dataset", None) and not a.labels:
+        raise ConfigError("--dataset NAME forces the layout of --labels ROOT: give --labels too")
+    if not a.labels:
+        return None
+    found = load(a.labels, a.dataset)
+    print(found.summary(), file=sys.stderr)
+    return found
+
+
 def _cmd_extract(a: argparse.Namespace) -> int:
     from .batch import extract_batch, parse_shard
-    from .manifest import load_labels
 
     if a.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {a.workers}")
     config = _config_from_args(a)
     shard = parse_shard(a.shard) if a.shard else None
-    labels = load_labels(a.labels) if a.labels else None
+    found = _load_labels(a)
     summary = extract_batch(a.inputs, a.out, config, workers=a.workers, shard=shard, overwrite=a.overwrite,
-                            labels=labels, progress=not a.quiet)
+                            labels=found.labels if found else None, progress=not a.quiet,
+                            names=found.names if found else None)
     if a.preview:
         from .preview import batch_preview
 
         png = batch_preview(a.out)
         print(f"preview: {png}", file=sys.stderr)
     print(summary.text(), file=sys.stderr)
+    if found is not None and summary.index_path:
+        _say_unlabelled(summary.index_path)
     return EXIT_FAILURES if summary.n_failed else EXIT_OK
 
 
-def _cmd_index(a: argparse.Namespace) -> int:
-    from .manifest import load_labels, rebuild_index
+def _say_unlabelled(index_path) -> None:
+    from .manifest import unlabelled_videos
 
-    labels = load_labels(a.labels) if a.labels else None
+    missing = unlabelled_videos(index_path)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"index: {len(missing)} videos have no label: {shown}", file=sys.stderr)
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from .manifest import rebuild_index
+
+    found = _load_labels(a)
+    labels = found.labels if found else None
+    if a.import_from:
+        from .datasets.imported import import_tubes
+
+        summary = import_tubes(a.import_from, a.out, labels=labels, frames=a.frames, fps=a.fps)
+        print(summary.text(), file=sys.stderr)
+        return EXIT_OK
     if not Path(a.out).is_dir():
         raise ConfigError(f"{a.out}: no such folder")
     path, n = rebuild_index(a.out, labels)
     print(f"{path}: {n} tubes", file=sys.stderr)
+    if labels is not None:
+        _say_unlabelled(path)
+    return EXIT_OK
+
+
+def _cmd_datasets(a: argparse.Namespace) -> int:
+    from .datasets import counts, describe, load
+
+    if not a.roots:
+        if a.dataset:
+            raise ConfigError("--dataset NAME forces the layout of the ROOTs: give a ROOT too")
+        print(describe())
+        return EXIT_OK
+    found = load(a.roots, a.dataset)
+    print(found.summary(), file=sys.stderr)
+    if found.results:
+        print(counts(found))
     return EXIT_OK
 
 
@@ -167,19 +221,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--workers", "-j", type=int, default=1, help="parallel worker processes (default: 1)")
     p.add_argument("--shard", metavar="K/N", help="process only shard K of N (0 <= K < N), for job arrays")
-    p.add_argument("--labels", nargs="+", metavar="FILE",
-                   help="DFDC metadata.json, labels CSV (filename,label[,original][,split]) or folders with "
-                        "metadata.json; adds label/group/split to index.csv")
+    p.add_argument("--labels", nargs="+", metavar="FILE_OR_ROOT",
+                   help="dataset roots (FF++, Celeb-DF, DFDC, ...; see `facetubes datasets`), DFDC metadata.json "
+                        "or a labels CSV (filename,label[,original][,split]); adds label/group/split/dataset/"
+                        "method/compression to index.csv")
+    p.add_argument("--dataset", metavar="NAME", help="force the layout of the --labels roots (see `facetubes "
+                                                     "datasets`)")
     p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_extraction_options(p, ExtractConfig())
     p.set_defaults(handler=_cmd_extract)
 
-    p = sub.add_parser("index", help="rebuild OUT/index.csv from the tubes.json files (e.g. after sharded jobs)")
-    p.add_argument("out", help="output folder of `facetubes extract`")
-    p.add_argument("--labels", nargs="+", metavar="FILE", help="labels, as for extract")
+    p = sub.add_parser("index", help="rebuild OUT/index.csv from the tubes.json files (e.g. after sharded jobs), "
+                                     "or import face crops made elsewhere (--import)")
+    p.add_argument("out", help="output folder of `facetubes extract` (or of the import)")
+    p.add_argument("--labels", nargs="+", metavar="FILE_OR_ROOT", help="labels, as for extract")
+    p.add_argument("--dataset", metavar="NAME", help="force the layout of the --labels roots")
+    p.add_argument("--import", dest="import_from", metavar="SRC",
+                   help="index the MP4 tubes and frame-image folders under SRC into OUT (no detection)")
+    p.add_argument("--frames", choices=("inplace", "encode"), default="inplace",
+                   help="--import: read frame folders in place, or encode each into an MP4 in OUT "
+                        "(default: %(default)s)")
+    p.add_argument("--fps", type=float, default=25.0, help="--import: frame rate of frame folders (default: 25)")
     p.set_defaults(handler=_cmd_index)
+
+    p = sub.add_parser("datasets", help="list the dataset layouts that --labels ROOT recognises, and what each "
+                                        "reads; with ROOTs: what they hold",
+                       description="Without ROOT: the layouts and what each reads. With ROOTs: the layout found, "
+                                   "absent and unlabelled videos, and real/fake counts per dataset, method and "
+                                   "split.")
+    p.add_argument("roots", nargs="*", metavar="ROOT", help="dataset roots or label files to read")
+    p.add_argument("--dataset", metavar="NAME", help="force the layout of the ROOTs")
+    p.set_defaults(handler=_cmd_datasets)
 
     p = sub.add_parser("preview", help="PNG contact sheet of a video's tubes or of a whole output folder")
     p.add_argument("path", help="OUT folder or OUT/<video> folder")

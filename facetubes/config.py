@@ -34,6 +34,10 @@ class ExtractConfig:
     """Read only the first N frames of each video (inference reads 100). None: the whole video."""
     device: str = "cpu"
     """Torch device for the detector: ``cpu``, ``cuda``, ``cuda:1``..."""
+    detector: str = "mtcnn"
+    """Face detector by name (``facetubes.detect.list_detectors()``): ``mtcnn``, ``mtcnn-facenet``, ``retinaface``."""
+    detector_weights: Optional[str] = None
+    """Local weights file of the detector (``retinaface``: ``mobilenet0.25_Final.pth`` or ``Resnet50_Final.pth``)."""
     min_face: Optional[float] = None
     """Smallest face to find, in pixels of the full-resolution upright frame. None: the resolution policy
     (``max(40, 0.075 * short side)``, see ``facetubes.detect.detector_scale``)."""
@@ -99,6 +103,15 @@ class ExtractConfig:
                 bad(f"{f.name} must be a finite number, got {v}")
         if self.detect_every < 1:
             bad(f"detect_every must be >= 1, got {self.detect_every}")
+        from .detect import DETECTORS
+
+        if self.detector not in DETECTORS:
+            bad(f"detector must be one of {', '.join(sorted(DETECTORS))}, got {self.detector!r}")
+        if self.detector == "retinaface" and not self.detector_weights:
+            bad("the retinaface detector needs detector_weights (--detector-weights PATH: mobilenet0.25_Final.pth "
+                "or Resnet50_Final.pth)")
+        if self.detector_weights is not None and self.detector in ("mtcnn", "mtcnn-facenet"):
+            bad(f"detector_weights is for the retinaface detector; {self.detector} uses facenet-pytorch's weights")
         if self.first_frames is not None and self.first_frames < 1:
             bad(f"first_frames must be >= 1, got {self.first_frames}")
         if self.min_frames < 1:

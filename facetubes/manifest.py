@@ -125,11 +125,18 @@ def iter_manifests(out_dir: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
 
 @dataclass(frozen=True)
 class Label:
-    """Ground truth for one video: ``label`` 1 = fake, 0 = real; ``group`` keeps a fake with its original."""
+    """Ground truth for one video: ``label`` 1 = fake, 0 = real; ``group`` keeps a fake with its original.
+
+    ``dataset``, ``method`` (the manipulation; empty for reals), ``compression`` and ``folder`` come from the
+    dataset readers of :mod:`facetubes.datasets`; an empty ``folder`` means "the source's parent folder"."""
 
     label: int
     group: str
     split: str = ""
+    dataset: str = ""
+    method: str = ""
+    compression: str = ""
+    folder: str = ""
 
 
 def _parse_label(value: object, where: str) -> int:
@@ -176,41 +183,79 @@ def _labels_from_csv(path: Path, text: str) -> dict[str, Label]:
     return out
 
 
-def load_labels(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Label]:
-    """Labels keyed by video stem, from DFDC ``metadata.json`` files, CSVs, or folders searched for
-    ``metadata.json`` (recursively). Several sources are merged; later ones win."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(p.rglob("metadata.json"))
-            if not found:
-                raise ConfigError(f"{p}: no metadata.json found in this folder")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ConfigError(f"{p}: labels file not found")
-    labels: dict[str, Label] = {}
-    for f in files:
+def labels_from_file(path: str | os.PathLike) -> dict[str, Label]:
+    """Labels keyed by video stem from one DFDC ``metadata.json`` or one labels CSV."""
+    f = Path(path)
+    if not f.is_file():
+        raise ConfigError(f"{f}: labels file not found")
+    try:
+        text = f.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{f}: cannot read labels ({e})") from None
+    if f.suffix.lower() == ".json":
         try:
-            text = f.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{f}: cannot read labels ({e})") from None
-        if f.suffix.lower() == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{f}: invalid JSON ({e})") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{f}: expected a DFDC metadata.json object")
-            labels.update(_labels_from_dfdc(f, data))
-        else:
-            labels.update(_labels_from_csv(f, text))
-    if not labels:
-        raise ConfigError(f"{', '.join(map(str, files))}: no labels found")
-    return labels
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{f}: invalid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{f}: expected a DFDC metadata.json object")
+        return _labels_from_dfdc(f, data)
+    return _labels_from_csv(f, text)
+
+
+def load_labels(paths: str | os.PathLike | Sequence[str | os.PathLike], dataset: Optional[str] = None,
+                ) -> dict[str, Label]:
+    """Labels from DFDC ``metadata.json`` files, CSVs (keyed by video stem), or dataset roots whose layout is
+    recognised (FF++, Celeb-DF, DFDC, ...; ``dataset`` forces one; see :func:`facetubes.datasets.load`, which
+    also reports absent and unlabelled videos). Several sources are merged; later ones win."""
+    from .datasets import load
+
+    return load(paths, dataset).labels
+
+
+class LabelTable(dict):
+    """``{video name: Label}``, one key per video, plus ``aliases``: other keys of the same labels (paths relative
+    to a dataset root, stems that only one video has). ``table[alias]`` and :func:`find_label` use the aliases;
+    iteration, ``len`` and ``in`` see the video names only."""
+
+    def __init__(self, names: Optional[dict[str, Label]] = None, aliases: Optional[dict[str, Label]] = None):
+        super().__init__(names or {})
+        self.aliases: dict[str, Label] = dict(aliases or {})
+
+    def __missing__(self, key: str) -> Label:
+        return self.aliases[key]
+
+
+def merge_labels(*tables: Optional[dict[str, Label]]) -> LabelTable:
+    """Merge label tables (later ones win), keeping the aliases of LabelTables."""
+    names: dict[str, Label] = {}
+    aliases: dict[str, Label] = {}
+    for t in tables:
+        if t:
+            names.update(t)
+            aliases.update(getattr(t, "aliases", {}))
+    return LabelTable(names, aliases)
+
+
+def find_label(labels: dict[str, Label], video: str, source: str = "") -> Optional[Label]:
+    """The label of a video: by its name, else by the longest tail of its source path that is a key or an alias
+    (``manipulated_sequences/Deepfakes/c23/videos/000_003.mp4``), else by a unique-stem alias, else None."""
+    aliases = getattr(labels, "aliases", {})
+
+    def get(key: str) -> Optional[Label]:
+        lab = labels.get(key)
+        return lab if lab is not None else aliases.get(key)
+
+    lab = labels.get(video)
+    if lab is not None:
+        return lab
+    if source:
+        parts = Path(source).as_posix().split("/")
+        for k in range(len(parts)):
+            lab = get("/".join(parts[k:]))
+            if lab is not None:
+                return lab
+    return aliases.get(video)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,6 +282,9 @@ class TubeRecord:
     group: str = ""
     split: str = ""
     folder: str = ""
+    dataset: str = ""
+    method: str = ""
+    compression: str = ""
 
 
 INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TubeRecord))
@@ -250,7 +298,7 @@ def records_from_manifest(manifest_path: Path, manifest: dict, labels: Optional[
     video_dir = manifest_path.parent
     stem = manifest.get("video") or video_dir.name
     source = str(manifest.get("source", ""))
-    lab = (labels or {}).get(stem)
+    lab = find_label(labels or {}, stem, source)
     rows = []
     for t in manifest.get("tubes", []):
         rows.append(TubeRecord(
@@ -259,7 +307,9 @@ def records_from_manifest(manifest_path: Path, manifest: dict, labels: Optional[
             stop_frame=int(t["stop_frame"]), n_frames=int(t["n_frames"]), fps=float(manifest["fps"]),
             size=int(manifest["config"]["size"]), mean_prob=float(t["mean_prob"]),
             label=lab.label if lab else None, group=lab.group if lab else stem, split=lab.split if lab else "",
-            folder=Path(source).parent.name if source else "",
+            folder=(lab.folder if lab and lab.folder else Path(source).parent.name if source else ""),
+            dataset=lab.dataset if lab else "", method=lab.method if lab else "",
+            compression=lab.compression if lab else "",
         ))
     return rows
 
@@ -331,11 +381,16 @@ def rebuild_index(out_dir: str | os.PathLike, labels: Optional[dict[str, Label]]
     The labels (label, group, split) that the existing index holds are kept for the videos ``labels`` does not
     name, so a rerun without ``--labels``, or with labels for new videos only, loses none of them."""
     out_dir = Path(out_dir)
-    labels = {**_labels_in_index(out_dir / INDEX_NAME), **(labels or {})}
+    labels = merge_labels(_labels_in_index(out_dir / INDEX_NAME), labels)
     records: list[TubeRecord] = []
     for mpath, manifest in iter_manifests(out_dir):
         records.extend(records_from_manifest(mpath, manifest, labels))
     return write_index(out_dir / INDEX_NAME, records), len(records)
+
+
+def unlabelled_videos(path: str | os.PathLike) -> list[str]:
+    """Sorted names of the videos of an index that have no label."""
+    return sorted({r.video for r in read_index(path) if r.label is None})
 
 
 def _labels_in_index(path: Path) -> dict[str, Label]:
@@ -346,4 +401,5 @@ def _labels_in_index(path: Path) -> dict[str, Label]:
         records = read_index(path)
     except ConfigError:
         return {}
-    return {r.video: Label(r.label, r.group or r.video, r.split) for r in records if r.label is not None}
+    return {r.video: Label(r.label, r.group or r.video, r.split, r.dataset, r.method, r.compression, r.folder)
+            for r in records if r.label is not None}

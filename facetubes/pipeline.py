@@ -27,8 +27,9 @@ import numpy as np
 from . import __version__
 from .config import ExtractConfig
 from .crops import CropPlan, crop_frame, plan_crops
-from .detect import Detector, detector_scale, make_detector, scaled_size, to_detections
+from .detect import Detector, detect_frames, detector_scale, make_detector, rescale_result, scaled_size, to_detections
 from .errors import OutputError, VideoError
+from .landmarks import track_landmark_fields, tube_landmark_fields
 from .manifest import MANIFEST_NAME, MANIFEST_VERSION, is_done, process_umask, write_manifest
 from .tracks import Detections, Track, build_tracks
 from .video import VideoInfo, VideoWriter, iter_av_frames, iter_frames, probe, rotate_array, upright_to_stored_boxes
@@ -106,8 +107,10 @@ def detect_video(path: str | os.PathLike, info: VideoInfo, config: ExtractConfig
     def flush() -> None:
         if not batch:
             return
-        results = detector.detect(np.stack(batch))
-        results = [(_rescale(b, sx, sy), p) for b, p in results]
+        from .precision import full_fp32
+
+        with full_fp32():  # no TF32: boxes as on CPU (facetubes.precision)
+            results = [rescale_result(r, sx, sy) for r in detect_frames(detector, np.stack(batch))]
         detections.extend(to_detections(batch_idx, results, 1.0, config.min_prob))
         batch.clear()
         batch_idx.clear()
@@ -168,13 +171,6 @@ class _Raised:
     error: BaseException
 
 
-def _rescale(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] /= sx
-    out[:, [1, 3]] /= sy
-    return out
-
-
 def analyse(path: str | os.PathLike, config: ExtractConfig, detector: Optional[Detector] = None,
             info: Optional[VideoInfo] = None) -> _Analysis:
     """Probe, detect (with the configured retries), build tracks and crop plans. No output is written."""
@@ -185,7 +181,8 @@ def analyse(path: str | os.PathLike, config: ExtractConfig, detector: Optional[D
     if n_frames < config.min_frames:
         return _Analysis(info, [], [], [], 0.0, tuple(config.thresholds), "too_short",
                          f"video has {n_frames} frames, fewer than min_frames={config.min_frames}", timings)
-    detector = detector or make_detector(config.device, config.thresholds)
+    detector = detector or make_detector(config.device, config.thresholds, name=config.detector,
+                                         weights=config.detector_weights)
     with _detector_threads(config):
         return _analyse(path, config, detector, info, n_frames, timings, t0)
 
@@ -457,6 +454,7 @@ def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written
                 "boxes": [[round(float(v), 1) for v in b] for b in tr.boxes[sel]],
                 "probs": [round(float(p), 4) for p in tr.probs[sel]],
             },
+            **tube_landmark_fields(tr, plan.start, plan.boxes[:n], config.size),
         })
     return {
         "version": MANIFEST_VERSION,
@@ -473,16 +471,17 @@ def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written
         "codec": info.codec,
         "pix_fmt": info.pix_fmt,
         "detector": {
-            "name": getattr(detector, "name", "mtcnn"),
+            "name": getattr(detector, "name", config.detector),
             "scale": round(a.scale, 5),
             "thresholds": list(a.thresholds),
             "n_sampled_frames": len(a.detections),
             "n_boxes": int(sum(len(d.boxes) for d in a.detections)),
+            **({"settings": detector.settings} if hasattr(detector, "settings") else {}),
         },
         "config": config.to_dict(),
         "n_tracks": len(a.tracks),
         "tracks": [{"track": t.id, "start_frame": t.start, "stop_frame": t.stop, "n_detections": len(t.frames),
-                    "mean_prob": round(t.mean_prob, 6)} for t in a.tracks],
+                    "mean_prob": round(t.mean_prob, 6), **track_landmark_fields(t)} for t in a.tracks],
         "tubes": tubes,
         "timings": a.timings,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -48,12 +48,15 @@ class Detections:
     """The faces found in one sampled frame.
 
     ``boxes`` are ``(k, 4)`` float32 ``x1, y1, x2, y2`` in pixels of the full-resolution upright frame and may lie
-    partly outside it; ``probs`` are the detector's ``(k,)`` probabilities (all ones when not given).
+    partly outside it; ``probs`` are the detector's ``(k,)`` probabilities (all ones when not given);
+    ``landmarks`` are ``(k, 5, 2)`` float32 ``x, y`` facial landmarks (eyes, nose, mouth corners) in the same
+    pixels, or None when the detector gives none.
     """
 
     frame: int
     boxes: np.ndarray
     probs: Optional[np.ndarray] = None
+    landmarks: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.frame = int(self.frame)
@@ -68,6 +71,14 @@ class Detections:
             probs = np.asarray(self.probs, dtype=np.float32).reshape(-1)
         if len(probs) != len(boxes):
             raise ValueError(f"frame {self.frame}: {len(boxes)} boxes but {len(probs)} probabilities")
+        if self.landmarks is not None:
+            points = np.asarray(self.landmarks, dtype=np.float32)
+            if points.size == 0:
+                points = points.reshape(0, 5, 2)
+            if points.shape != (len(boxes), 5, 2):
+                raise ValueError(f"frame {self.frame}: landmarks must have shape ({len(boxes)}, 5, 2), "
+                                 f"got {points.shape}")
+            self.landmarks = points
         self.boxes, self.probs = boxes, probs
 
 
@@ -77,7 +88,8 @@ class Track:
 
     ``frames`` (sorted) and ``boxes`` (clamped to the frame) are the detections; ``[start, stop)`` is the range of
     video frames the tube covers: from the first detection to ``last detection + detect_every`` (capped at the
-    video length).
+    video length). ``landmarks``: ``(n_detections, 5, 2)`` float32 points of each detection in source pixels (not
+    clamped; NaN for a detection without landmarks), or None when no detection of the track had any.
     """
 
     id: int
@@ -86,6 +98,7 @@ class Track:
     probs: np.ndarray
     start: int
     stop: int
+    landmarks: Optional[np.ndarray] = None
 
     @property
     def n_frames(self) -> int:
@@ -183,11 +196,12 @@ def build_tracks_report(
         if int(value) < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
 
-    frames, slots, raw, probs = _gather(detections, detect_every)
+    frames, slots, raw, probs, points = _gather(detections, detect_every)
     report = TrackReport(tracks=[], n_boxes=len(raw))
     boxes, keep, report.n_clamped, report.n_negative = _clamp(raw, width, height)
     report.n_dropped = int((~keep).sum())
     frames, slots, boxes, probs = frames[keep], slots[keep], boxes[keep], probs[keep]
+    points = points[keep] if points is not None else None
     if len(boxes) == 0:
         return report
 
@@ -210,7 +224,7 @@ def build_tracks_report(
         first, last = int(frames[idx[0]]), int(frames[idx[-1]])
         stop = max(min(last + detect_every, int(n_frames)), last + 1)
         track = Track(id=-1, frames=frames[idx].copy(), boxes=boxes[idx].copy(), probs=probs[idx].copy(),
-                      start=first, stop=stop)
+                      start=first, stop=stop, landmarks=_track_points(points, idx))
         if track.n_frames < min_frames:
             report.n_short += 1
         else:
@@ -226,10 +240,11 @@ def build_tracks_report(
 # input handling
 
 
-def _gather(detections: Sequence[Detections], detect_every: int) -> tuple[np.ndarray, ...]:
-    """Flatten the detections: frame, sampled-frame slot, box and probability per box."""
+def _gather(detections: Sequence[Detections], detect_every: int) -> tuple:
+    """Flatten the detections: frame, sampled-frame slot, box, probability and landmarks per box (landmarks None
+    when no detection has any; NaN rows for the boxes of detections without them)."""
     seen: dict[int, int] = {}
-    frames, slots, boxes, probs = [], [], [], []
+    frames, slots, boxes, probs, points = [], [], [], [], []
     for det in detections:
         if det.frame < 0:
             raise ValueError(f"detection frame must be >= 0, got {det.frame}")
@@ -244,11 +259,22 @@ def _gather(detections: Sequence[Detections], detect_every: int) -> tuple[np.nda
         slots.append(np.full(k, slot, dtype=np.int64))
         boxes.append(det.boxes)
         probs.append(np.asarray(det.probs, dtype=np.float32))
+        points.append(det.landmarks if det.landmarks is not None else np.full((k, 5, 2), np.nan, np.float32))
     if not frames:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return empty, empty, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), None
+    has_points = any(det.landmarks is not None for det in detections)
     return (np.concatenate(frames), np.concatenate(slots), np.concatenate(boxes).astype(np.float32),
-            np.concatenate(probs).astype(np.float32))
+            np.concatenate(probs).astype(np.float32),
+            np.concatenate(points).astype(np.float32) if has_points else None)
+
+
+def _track_points(points: Optional[np.ndarray], idx: np.ndarray) -> Optional[np.ndarray]:
+    """A track's landmarks ``(n, 5, 2)``, or None when none of its detections has any."""
+    if points is None:
+        return None
+    sel = points[idx]
+    return sel.copy() if np.isfinite(sel).any() else None
 
 
 def _clamp(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -1,7 +1,8 @@
-"""``facetubes predict`` and ``facetubes evaluate``.
+"""``facetubes predict``, ``facetubes evaluate`` and ``facetubes evaluate-cross``.
 
 Registered as sub-commands of ``facetubes`` through the ``facetubes.commands`` entry-point group
-(``register_predict``, ``register_evaluate``); ``python -m infer.cli predict|evaluate ...`` runs them standalone.
+(``register_predict``, ``register_evaluate``, ``register_evaluate_cross``); ``python -m infer.cli predict|evaluate
+...`` runs them standalone.
 Heavy imports (torch, models) happen inside the handlers so that ``facetubes --help`` stays fast.
 """
 
@@ -33,6 +34,8 @@ _DETECTION_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--margin", "margin", float, "context around the face, fraction of the face side per side: use the value "
                                   "the models were trained with (default: 0)"),
     ("--crop", "crop", str, "static (published) or follow: how the crop box moves"),
+    ("--detector", "detector", str, "face detector: mtcnn (default), mtcnn-facenet or retinaface"),
+    ("--detector-weights", "detector_weights", str, "retinaface: local mobilenet0.25_Final.pth / Resnet50_Final.pth"),
 )
 
 
@@ -88,7 +91,8 @@ def register_predict(subparsers: argparse._SubParsersAction) -> None:
     tta.add_argument("--tta", dest="tta", action="store_true", help="flip TTA (default unless the file says no)")
     p.add_argument("--prior", type=float, default=0.5, help="probability for no-face and failed videos (0.5)")
     p.add_argument("--device", default="auto", help="models and detector: auto, cpu, cuda, cuda:1 (default: auto)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 on GPU (default: float16 AMP)")
+    p.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="full float32 on GPU, TF32 off (default: float16 AMP; detection is always float32)")
     p.add_argument("--prefetch", type=int, default=2, metavar="N",
                    help="videos decoded + detected ahead of the models by a background thread (default: 2)")
     p.add_argument("--overwrite", action="store_true", help="start a new CSV instead of resuming")
@@ -113,7 +117,52 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
                    help="report folder (default: <predictions>_eval/ next to the CSV)")
     p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="JSON report only")
+    _add_evaluation_options(p)
     p.set_defaults(handler=cmd_evaluate)
+
+
+def register_evaluate_cross(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate-cross`` to a ``facetubes`` sub-parser set."""
+    p = subparsers.add_parser(
+        "evaluate-cross", help="cross-dataset table (rows: training sets, columns: test sets) from several "
+                               "predictions CSVs; Markdown, CSV, JSON and a heat map",
+        description="Each --run TRAIN=PREDICTIONS.csv is split into test-set columns by the videos' dataset "
+                    "(or --columns method for a cross-manipulation table); TRAIN@TEST=PREDICTIONS.csv puts the "
+                    "whole file in column TEST. Writes cross.md, cross.csv, cross.json and cross.png.")
+    p.add_argument("--run", "-r", dest="runs", action="append", required=True, metavar="TRAIN[@TEST]=CSV",
+                   help="one predictions CSV of a model trained on TRAIN (repeat for every run)")
+    p.add_argument("--labels", "-l", required=True, nargs="+", metavar="FILE",
+                   help="labels of every test set (as for evaluate; CSVs and index.csv may carry a dataset column)")
+    p.add_argument("--columns", choices=("dataset", "method", "compression", "folder"), default="dataset",
+                   help="what a column is, for TRAIN=CSV runs (default: %(default)s)")
+    p.add_argument("--metric", choices=("auc", "log_loss", "eer", "ap", "accuracy"), default="auc",
+                   help="the metric in the table and heat map (cross.json has all; default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="95%% bootstrap intervals of AUC and log loss per cell from N resamples (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")
+    p.add_argument("--out", "-o", default="cross_eval", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="no heat map")
+    p.set_defaults(handler=cmd_evaluate_cross)
+
+
+def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    """Level, aggregation, breakdown and bootstrap flags (see docs/evaluation.md)."""
+    g = p.add_argument_group("levels, breakdowns and confidence intervals")
+    g.add_argument("--level", choices=("video", "tube", "frame"), default="video",
+                   help="one sample per video (the CSV), per face track or per face and frame (both from --details; "
+                        "default: %(default)s)")
+    g.add_argument("--details", metavar="JSONL", default=None,
+                   help="per-person details file written by `facetubes predict --details`")
+    g.add_argument("--frame-agg", choices=("mean", "median", "max"), default=None,
+                   help="recompute frame members' tube scores from their frame scores (default: as predicted)")
+    g.add_argument("--tube-agg", choices=("mean", "median", "max"), default=None,
+                   help="--level video: recompute video scores from the tube scores (default: the CSV's)")
+    g.add_argument("--by", default=None, metavar="KEYS",
+                   help="breakdowns, comma-separated: dataset,method,compression,folder")
+    g.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="95%% bootstrap intervals of AUC and log loss from N resamples (default: none; 1000 is usual)")
+    g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,7 +221,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if any(it.video is not None for it in items):
         from facetubes.detect import make_detector
 
-        detector = make_detector(config.device, config.thresholds)
+        detector = make_detector(config.device, config.thresholds, name=config.detector,
+                                 weights=config.detector_weights)
     columns = [m.name for m in members] if a.per_model else []
     with PredictionsWriter(out, columns, overwrite=a.overwrite, retry_errors=a.retry_errors) as writer:
         if writer.dropped_partial:
@@ -193,20 +243,44 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     """Handler of ``facetubes evaluate``."""
-    from facetubes.manifest import load_labels
-
+    from .breakdown import load_eval_labels, parse_by, resolve_folders
     from .csvio import read_predictions
     from .evaluate import default_report_dir, evaluate_predictions, format_report, write_report
+    from .levels import read_details
 
     if not 0.0 <= a.eps < 0.5:
         raise ConfigError(f"--eps must be in [0, 0.5), got {a.eps}")
+    by = parse_by(a.by)
     preds = read_predictions(a.predictions)
-    labels = load_labels(a.labels)
-    report, arrays = evaluate_predictions(preds, labels, eps=a.eps)
+    labels, attributes = load_eval_labels(a.labels)
+    details = read_details(a.details) if a.details else None
+    resolve_folders(attributes, preds.filenames, details)
+    report, arrays = evaluate_predictions(preds, labels, eps=a.eps, level=a.level, details=details,
+                                          frame_agg=a.frame_agg, tube_agg=a.tube_agg, by=by,
+                                          attributes=attributes, bootstrap=a.bootstrap, seed=a.seed)
     report["labels"] = [str(x) for x in a.labels]
+    if a.details:
+        report["details"] = str(a.details)
     paths = write_report(report, arrays, default_report_dir(a.predictions, a.out), plots=a.plots)
     print(format_report(report))
     _log("report: " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK
+
+
+def cmd_evaluate_cross(a: argparse.Namespace) -> int:
+    """Handler of ``facetubes evaluate-cross``."""
+    from .breakdown import load_eval_labels
+    from .cross import cross_table, format_markdown, parse_run, write_cross
+
+    if not 0.0 <= a.eps < 0.5:
+        raise ConfigError(f"--eps must be in [0, 0.5), got {a.eps}")
+    runs = [parse_run(r) for r in a.runs]
+    labels, attributes = load_eval_labels(a.labels)
+    table = cross_table(runs, labels, attributes, columns=a.columns, bootstrap=a.bootstrap, seed=a.seed,
+                        eps=a.eps)
+    paths = write_cross(table, a.out, metric=a.metric, plots=a.plots)
+    print(format_markdown(table, a.metric), end="")
+    _log("table: " + ", ".join(str(p) for p in paths.values()))
     return EXIT_OK
 
 

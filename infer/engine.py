@@ -72,7 +72,8 @@ class VideoPrediction:
         member_probs: member name -> video probability (before clipping).
         tube_probs: member name -> ``(n_tubes,)`` tube probabilities.
         n_tubes: tubes scored.
-        model_s: seconds spent in preprocessing + forward passes (device synchronised).
+        model_s: seconds spent in preprocessing + forward passes (the models' CUDA stream synchronised; the
+            detector works on its own stream, see :func:`infer.predict.on_own_stream`).
     """
 
     probability: float
@@ -219,8 +220,8 @@ class EnsemblePredictor:
             member_probs[m.name] = video_probability(tube_probs[m.name], mode=self.video_agg)  # type: ignore[arg-type]
         raw = combine_members([member_probs[m.name] for m in self.members], self.weights,
                               mode=self.member_agg)  # type: ignore[arg-type]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.device.type == "cuda":  # this thread's stream only: the detector's runs beside it, not in model_s
+            torch.cuda.current_stream(self.device).synchronize()
         return VideoPrediction(probability=clip_probability(raw, self.clip), raw_probability=raw,
                                member_probs=member_probs, tube_probs=tube_probs, n_tubes=len(tubes),
                                model_s=time.perf_counter() - t0)

@@ -24,11 +24,13 @@ import numpy as np
 from facetubes.config import ExtractConfig
 from facetubes.errors import ConfigError, one_line
 from facetubes.manifest import INDEX_NAME, MANIFEST_NAME, iter_manifests, read_index
+from facetubes.precision import full_fp32
 
 from .csvio import PredictionRow, PredictionsWriter
 from .engine import EnsemblePredictor
 
-__all__ = ["WorkItem", "Loaded", "collect_work", "load_item", "Prefetcher", "RunSummary", "run_predict"]
+__all__ = ["WorkItem", "Loaded", "collect_work", "load_item", "Prefetcher", "RunSummary", "run_predict",
+           "on_own_stream"]
 
 
 @dataclass(frozen=True)
@@ -277,13 +279,16 @@ def _row(item: WorkItem, p: float, n_tubes: int, status: str, error: str, member
                          members=members)
 
 
+@full_fp32()
 def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer: PredictionsWriter,
                 load: Callable[[WorkItem], Loaded], *, prior: float = 0.5, prefetch: int = 2,
                 progress: bool = True) -> RunSummary:
     """Predict every item not already in ``writer.done`` and append its row. Returns the summary.
 
     ``load`` turns an item into tubes (:func:`load_item` with a config and detector bound); it runs in a
-    background thread. Model failures on one video (e.g. CUDA out of memory) give that video an ``error`` row.
+    background thread, on a CUDA stream of its own. Model failures on one video (e.g. CUDA out of memory) give
+    that video an ``error`` row. TF32 is off for the whole run: the switches are process-wide, shared by the
+    detector thread (boxes as on CPU) and the models (float32 under ``--no-amp``; float16 autocast needs none).
     """
     from tqdm import tqdm
 
@@ -291,7 +296,7 @@ def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer:
     summary = RunSummary(out=writer.path, skipped=len(items) - len(todo))
     names = [m.name for m in predictor.members]
     t_start = time.perf_counter()
-    fetch = Prefetcher(todo, load, depth=prefetch)
+    fetch = Prefetcher(todo, on_own_stream(load, predictor.device), depth=prefetch)
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     try:
         for loaded in fetch:
@@ -304,10 +309,15 @@ def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer:
             elif not loaded.tubes:
                 row = _row(item, prior, 0, "no_face", loaded.note, prior_cols)
             else:
+                failure = ""
                 try:
                     pred = predictor.predict(loaded.tubes)
                 except Exception as e:  # recorded as an error row and in the summary, never silent
-                    row = _row(item, prior, len(loaded.tubes), "error", f"models: {one_line(e)}", prior_cols)
+                    failure = f"models: {one_line(e)}"
+                if failure:
+                    # outside the except block: the exception's traceback (and the frames holding the batch's
+                    # GPU tensors) is gone, so emptying the cache can give the memory back (e.g. after an OOM)
+                    row = _row(item, prior, len(loaded.tubes), "error", failure, prior_cols)
                     _free_cuda(predictor)
                 else:
                     summary.timings["models_s"] = summary.timings.get("models_s", 0.0) + pred.model_s
@@ -323,6 +333,32 @@ def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer:
         fetch.close()
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def on_own_stream(load: Callable[[WorkItem], Loaded], device: Any) -> Callable[[WorkItem], Loaded]:
+    """``load`` run on a CUDA stream of its own (created in the calling thread, the prefetch thread), so that the
+    detector's kernels do not queue behind the models' on the default stream. Identity off CUDA.
+
+    The new stream first waits for the work already queued on the default stream (the detector's weights).
+    After that nothing crosses the streams: the detector hands back numpy boxes and frames (copied to the host,
+    which waits for its own stream), so no ``record_stream`` is needed."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return load
+    streams: dict[int, Any] = {}
+
+    def run(item: WorkItem) -> Loaded:
+        key = threading.get_ident()
+        if key not in streams:
+            streams[key] = torch.cuda.Stream(device=device)
+            # after everything queued so far on the default stream (e.g. the detector's weights being uploaded)
+            streams[key].wait_stream(torch.cuda.default_stream(device))
+        with torch.cuda.stream(streams[key]):
+            return load(item)
+
+    return run
 
 
 def _free_cuda(predictor: EnsemblePredictor) -> None:

@@ -7,8 +7,30 @@ import os
 import numpy as np
 import pytest
 
-# 2 cores shared by the test process and the video codecs: keep torch from oversubscribing.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# 2 cores shared by the test process and the video codecs: keep torch from oversubscribing. Under pytest-xdist
+# (`make test` runs one worker per core) every worker gets one thread, so the workers do not fight for the cores.
+# (The controller process sets 2 first and its workers inherit it, hence the override.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist's ``worksteal`` scheduling each worker starts with a contiguous half of the test list: deal the
+    long ``slow`` tests, longest first, to the heads of the two halves, so both workers start on one at once and
+    the short tests fill in around them (otherwise both can land on one worker, and the run takes their sum)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def budget(item) -> float:  # the longest tests declare the longest timeouts
+        marker = item.get_closest_marker("timeout")
+        return float(marker.args[0]) if marker and marker.args else 0.0
+
+    slow = sorted((it for it in items if it.get_closest_marker("slow")), key=budget, reverse=True)
+    fast = [it for it in items if not it.get_closest_marker("slow")]
+    half = len(fast) // 2
+    items[:] = slow[0::2] + fast[:half] + slow[1::2] + fast[half:]
 
 
 class GroundTruthDetector:

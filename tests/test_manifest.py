@@ -36,8 +36,9 @@ def test_labels_from_folder_merge_every_metadata_json(tmp_path):
         d = tmp_path / part
         d.mkdir()
         (d / "metadata.json").write_text(json.dumps({name: {"label": "REAL"}}))
-    labels = load_labels(tmp_path)
-    assert set(labels) == {"x", "y"}
+    labels = load_labels(tmp_path)  # keyed by stem; the path under the folder is an alias
+    assert set(labels) == {"x", "y"} and labels["dfdc_train_part_1/y.mp4"] == labels["y"]
+    assert labels["x"].folder == "dfdc_train_part_0" and labels["x"].dataset == "dfdc"
 
 
 def test_csv_labels_accept_words_and_numbers(tmp_path):

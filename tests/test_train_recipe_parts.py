@@ -99,7 +99,7 @@ def test_dataset_reads_landmarks_from_tubes_json_and_counts_tubes_without(tmp_pa
     with_lm = write_tube(tmp_path / "v1" / "v1_t0.mp4", frames)
     without = write_tube(tmp_path / "v2" / "v2_t0.mp4", frames)
     (tmp_path / "v1" / "tubes.json").write_text(json.dumps({"video": "v1", "tubes": [
-        {"tube": "v1_t0", "track": 0, "landmarks": [[f, lm.tolist()] for f in range(3)]}]}))
+        {"tube": "v1_t0", "track": 0, "tube_landmarks": [[f, lm.tolist()] for f in range(3)]}]}))
     recs = [record(p, tube=f"{v}_t0", video=v, label=1, group=v, n_frames=3, size=256)
             for p, v in ((with_lm, "v1"), (without, "v2"))]
     assert len(tube_landmark_entries(recs[0])) == 3 and tube_landmark_entries(recs[1]) == []

@@ -36,7 +36,7 @@ def tubes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lm = [[10.0, 12.0], [22.0, 12.0], [16.0, 17.0], [11.0, 23.0], [21.0, 23.0]]
     for rec in read_index(root):
         manifest = {"video": rec.video, "tubes": [{"tube": rec.tube, "track": 0,
-                                                   "landmarks": [[f, lm] for f in (0, 10)]}]}
+                                                   "tube_landmarks": [[f, lm] for f in (0, 10)]}]}
         (rec.path.parent / "tubes.json").write_text(json.dumps(manifest))
     return root
 

@@ -89,13 +89,15 @@ def frames_to_video(frames: np.ndarray) -> tv_tensors.Video:
 def apply_clip(transform: ClipTransform, frames: np.ndarray, seed: int | None = None) -> Tensor:
     """Augment ``frames (T, H, W, 3) uint8`` as one clip; returns a plain ``(C, T, H', W') uint8`` tensor.
 
-    With ``seed`` the draw is reproducible and the caller's global torch RNG is left untouched.
+    With ``seed`` the draw is reproducible and the caller's global torch RNG is left untouched. Only the CPU
+    generator is seeded (the transforms draw on CPU): ``torch.manual_seed`` would also re-seed every CUDA generator,
+    once per sample, in the training process itself when ``--num-workers 0``.
     """
     video = frames_to_video(frames)
     if seed is None:
         out = transform(video)
     else:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             out = transform(video)
     return out.as_subclass(Tensor).permute(1, 0, 2, 3).contiguous()

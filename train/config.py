@@ -23,8 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 Task = Literal["3d", "2d"]
 MixMode = Literal["none", "cutmix", "cutmix3d", "mixup", "mixup_or_cutmix"]
 
-# Settings that may differ when a run is resumed: they change how fast it runs, never what it computes.
-RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile", "save_every_minutes"})
+# Settings that may differ when a run is resumed: they change how fast it runs (amp, tf32: also the float rounding;
+# a resume that changes the precision converts the GradScaler state), never the recipe.
+RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile", "save_every_minutes", "amp", "tf32"})
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -61,6 +62,10 @@ class TrainConfig:
         "auto", "auto: --val-folders if given, else the index's split column if it names val, else random groups")
     val_fraction: float = _f(0.15, "random split: fraction of tubes (whole groups) held out for validation")
     val_folders: list[str] = _f([], "source folders (index 'folder' column) that form the validation set")
+    val_dataset: list[str] = _f([], "datasets (index 'dataset' column) held out whole as validation "
+                                    "(cross-dataset runs)", metavar="NAME")
+    val_method: list[str] = _f([], "manipulations (index 'method' column) held out as validation, with the reals "
+                                   "of the validation groups (cross-manipulation runs)", metavar="NAME")
     sampling: Literal["balanced", "shuffle", "paired"] = _f(
         "balanced", "balanced: every epoch all samples of the rarer class + as many fresh draws of the other; "
                     "paired (2D): each real tube with one of its fakes, same frame and augmentation, same batch")
@@ -141,7 +146,10 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU",
                      metavar="DEVICE")
     amp: Literal["auto", "bf16", "fp16", "none"] = _f(
-        "auto", "mixed precision (auto: bf16 or fp16 on CUDA, none on CPU)")
+        "auto", "mixed precision (auto: bf16 on CUDA GPUs of compute capability 8.0+, fp16 with a GradScaler on "
+                "older ones, none on CPU)")
+    tf32: bool = _f(False, "let float32 convolutions and matrix products use TF32 on Ampere+ GPUs (faster, 10-bit "
+                           "mantissa); off: --amp none is true float32")
     channels_last: bool = _f(True, "channels_last(_3d) memory format for model and input on CUDA "
                                    "(never on CPU, where 3D convolutions are slower with it)")
     compile: bool = _f(False, "torch.compile the model")

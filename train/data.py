@@ -162,8 +162,8 @@ class TubeDataset(Dataset):
         max_substitutes: training: tubes tried in place of a failed one before giving up on the sample.
         part_dropout: ``(part_p, half_p)`` of the landmark part dropout (training only; ``train.parts``), drawn
             from the sample's seed and applied to the raw tube frames before ``transform``. Landmarks come from
-            the tube's ``tubes.json`` (see :func:`tube_landmark_entries`); a tube without them is left as it is
-            and counted in ``Sample.no_landmarks``.
+            the tube's ``tube_landmarks`` in ``tubes.json`` (see :func:`tube_landmark_entries`); a tube without
+            them is left as it is and counted in ``Sample.no_landmarks``.
 
     Items are looked up by ``index``, ``(index, seed)`` (see ``train.sampling.EpochSampler``) or
     ``(index, seed, frame)`` (``train.samplers.RecipeSampler``; ``frame`` >= 0 fixes the frame of a ``frame``
@@ -246,15 +246,20 @@ class TubeDataset(Dataset):
         rng = np.random.default_rng(seed) if self.train else None  # seed None: fresh entropy
         idx = self.frame_indices(rec, rng, frame)
         uniq, inverse = np.unique(idx, return_inverse=True)
-        try:
-            frames = read_frames(rec.path, uniq, threads=1)
-        except VideoError:
-            # the file may hold fewer frames than the index says (re-encoded, cut): retry once with its real length
-            n = probe(rec.path).n_frames
-            if not 0 < n < rec.n_frames:
-                raise
-            self._true_length[i] = n
-            return self._load(i, seed, frame)
+        if rec.path.is_dir():  # a frame folder imported in place (facetubes index --import)
+            from facetubes.datasets.imported import read_frame_folder
+
+            frames = read_frame_folder(rec.path, uniq)
+        else:
+            try:
+                frames = read_frames(rec.path, uniq, threads=1)
+            except VideoError:
+                # the file may hold fewer frames than the index says (re-encoded, cut): retry once with its real length
+                n = probe(rec.path).n_frames
+                if not 0 < n < rec.n_frames:
+                    raise
+                self._true_length[i] = n
+                return self._load(i, seed, frame)
         frames = frames[inverse]
         aug_seed = int(rng.integers(2**62)) if (rng is not None and seed is not None) else None
         frames, skipped = self._part_dropout(i, frames, idx, seed)
@@ -290,13 +295,17 @@ class TubeDataset(Dataset):
 
 
 def tube_landmark_entries(rec: TubeRecord) -> list:
-    """The ``landmarks`` entries ``[[frame, [[x, y] x 5]], ...]`` of a tube, from the ``tubes.json`` next to it.
+    """The landmarks ``[[frame, [[x, y] x 5]], ...]`` of a tube, from the ``tubes.json`` next to it.
 
-    The tube's own entry in ``tubes`` is preferred; else its track's entry in ``tracks``. Frames are source frame
-    numbers, points tube pixels (as ``facetubes extract`` writes them with a landmark detector). Returns [] when
-    the manifest or the field is missing or unreadable (part dropout then skips the tube and counts it).
+    Read from the tube's entry in ``tubes``, field ``tube_landmarks`` (source frame numbers, tube pixels, as
+    ``facetubes extract`` writes them with a landmark detector: ``facetubes.landmarks``). The track's
+    ``landmarks`` field is in source pixels and is not used. Returns [] when the manifest, the entry or the field
+    is missing or malformed (part dropout then skips the tube and counts it).
     """
     import json
+
+    from facetubes.errors import ConfigError
+    from facetubes.landmarks import read_landmarks
 
     path = rec.path.parent / "tubes.json"
     try:
@@ -305,11 +314,14 @@ def tube_landmark_entries(rec: TubeRecord) -> list:
         return []
     if not isinstance(manifest, dict):
         return []
-    for key, match in (("tubes", ("tube", rec.tube)), ("tracks", ("track", rec.track))):
-        for entry in manifest.get(key) or []:
-            if isinstance(entry, dict) and entry.get(match[0]) == match[1] and entry.get("landmarks"):
-                try:
-                    return [[int(f), np.asarray(p, np.float32).reshape(5, 2).tolist()] for f, p in entry["landmarks"]]
-                except (TypeError, ValueError):
-                    return []
+    for entry in manifest.get("tubes") or []:
+        if isinstance(entry, dict) and entry.get("tube") == rec.tube:
+            try:
+                got = read_landmarks(entry, "tube_landmarks")
+            except ConfigError:
+                return []
+            if got is None:
+                return []
+            frames, points = got
+            return [[int(f), p.tolist()] for f, p in zip(frames, points)]
     return []

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from facetubes.errors import one_line
+from facetubes.precision import set_tf32, tf32_state
 
 from infer.reduce import clip_probs, reduce_probs
 
@@ -41,13 +42,13 @@ from .metrics import MetricsLog, evaluate
 from .losses import clip_targets, recipe_loss
 from .mixing import apply_mix, fake_probability, one_hot_targets, smooth_targets, soft_target_loss
 from .parts import rand_merge
-from .runtime import (DistEnv, all_reduce_sum, barrier, gather_objects, init_distributed, load_train_checkpoint,
-                      resolve_amp, resolve_device, rng_state, save_train_checkpoint, seed_everything, set_rng_state,
-                      shutdown_distributed)
+from .runtime import (DistEnv, all_reduce_sum, barrier, broadcast_buffers, choose_amp, gather_objects,
+                      init_distributed, load_train_checkpoint, precision_name, rank_seed, resolve_device, rng_state,
+                      save_train_checkpoint, seed_everything, set_rng_state, shutdown_distributed)
 from .samplers import PlanSettings, RecipeSampler, TubeTable
 from .sampling import EpochSampler, ShardSampler, optimizer_steps
 from .schedules import Schedule, make_optimizer
-from .splits import Split, load_records, make_split, read_split, summarize, write_split
+from .splits import Split, holdout_split, load_records, make_split, read_split, summarize, write_split
 
 log = logging.getLogger("train")
 
@@ -106,6 +107,7 @@ class Trainer:
         fresh = not resume and bool(cfg.out) and not self.run_dir.exists()
         self._check_run_dir(resume)
         self._log_handlers = self._setup_logging()
+        self._tf32_before = tf32_state()  # restored by close(): the switches are process-wide
         try:
             self._start(resume)
         except BaseException:
@@ -119,13 +121,17 @@ class Trainer:
         self.device = resolve_device(cfg.device, env)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick the fastest kernels
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.amp_dtype, self.amp_reason = choose_amp(cfg.amp, self.device)
+        set_tf32(cfg.tf32)  # off by default: float32 (--amp none, and autocast's float32 ops) is float32
 
         check_arch(cfg)  # a typo in --arch is reported before anything is read
         records = load_records(cfg.data, cfg.labels)
         split_file = self.run_dir / "split.csv"
-        split = read_split(split_file, records) if (resume and split_file.is_file()) else make_split(
-            records, mode=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders)
+        split = read_split(split_file, records) if (resume and split_file.is_file()) else (
+            holdout_split(records, val_datasets=cfg.val_dataset, val_methods=cfg.val_method, mode=cfg.split,
+                          val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders)
+            if (cfg.val_dataset or cfg.val_method) else make_split(
+                records, mode=cfg.split, val_fraction=cfg.val_fraction, seed=cfg.seed, val_folders=cfg.val_folders))
         self.split: Split = split
         if env.is_main:
             log.info("%s", summarize(split))
@@ -136,6 +142,9 @@ class Trainer:
         self.is_3d = cfg.task == "3d"
         if cfg.sync_bn and env.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if env.distributed:  # same initial weights on every rank, then a rank's own dropout / noise stream
+            seed_everything(rank_seed(cfg.seed, env.rank))
+        self.rank_seed = torch.initial_seed()
         # channels_last pays off on GPUs (cuDNN); on CPU 3D convolutions run 2-4x slower with it, so it is not used
         self.memory_format = torch.contiguous_format
         if cfg.channels_last and self.device.type == "cuda":
@@ -171,9 +180,10 @@ class Trainer:
             self._resume()
         elif env.is_main:
             log.info("run %s: %s %s, %d epochs x %d steps (batch %d x %d accum x %d GPU), clip %dx%d px, "
-                     "device %s, amp %s", self.run_dir, cfg.arch, "3D" if self.is_3d else "2D", cfg.epochs,
-                     self.steps_per_epoch, cfg.batch_size, cfg.accum_steps, env.world_size, self.clip_len,
-                     self.crop_size, self.device, self.amp_dtype or "off")
+                     "device %s, precision %s (%s), TF32 %s", self.run_dir, cfg.arch, "3D" if self.is_3d else "2D",
+                     cfg.epochs, self.steps_per_epoch, cfg.batch_size, cfg.accum_steps, env.world_size,
+                     self.clip_len, self.crop_size, self.device, precision_name(self.amp_dtype), self.amp_reason,
+                     "on" if cfg.tf32 else "off")
         log.debug("rank %d/%d ready on %s", env.rank, env.world_size, self.device)
 
     # ------------------------------------------------------------------------------------------------ set-up
@@ -220,7 +230,8 @@ class Trainer:
         return handlers
 
     def close(self) -> None:
-        """Detach this run's log handlers (a process may run several trainings, e.g. tests)."""
+        """Detach this run's log handlers and restore the TF32 switches (a process may run several trainings)."""
+        set_tf32(self._tf32_before)
         for h in self._log_handlers:
             log.removeHandler(h)
             h.close()
@@ -265,6 +276,7 @@ class Trainer:
                 "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                 "world_size": self.env.world_size, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "precision": precision_name(self.amp_dtype),
                 "sampler": self.sampler.state_dict(), "rng": rngs, "best_val_loss": self.best_val_loss,
                 "partial": dict(self.partial)}
 
@@ -289,7 +301,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
+        self._resume_scaler(st)
         self.epoch, self.epoch_step, self.global_step = st["epoch"], st["epoch_step"], st["global_step"]
         self.best_val_loss = float(st["best_val_loss"])
         self.partial = dict(st.get("partial") or {})
@@ -303,6 +315,22 @@ class Trainer:
         if self.env.is_main:
             log.info("resuming %s at epoch %d step %d of %d (global step %d of %d)", self.run_dir, self.epoch + 1,
                      self.epoch_step, self.steps_per_epoch, self.global_step, self.total_steps)
+
+    def _resume_scaler(self, st: dict[str, Any]) -> None:
+        """Load the GradScaler state, or convert when this launch resolves another precision than the saved one
+        (e.g. a run started on CPU or on a bf16 GPU, resumed on a pre-Ampere GPU where ``auto`` means fp16)."""
+        saved = st.get("precision")  # None in checkpoints written before it was recorded
+        now = precision_name(self.amp_dtype)
+        if saved is not None and saved != now and self.env.is_main:
+            log.warning("%s was trained in %s; this launch resolves %s (%s): resuming in %s, no longer bit-exact",
+                        self.run_dir, saved, now, self.amp_reason, now)
+        if not self.scaler.is_enabled():
+            return  # a saved fp16 scaler state has nothing to do in bf16 / fp32
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        elif self.env.is_main:
+            log.warning("no GradScaler state in %s: fp16 starts with a new scaler (scale %g)",
+                        self.run_dir / "last.pt", self.scaler.get_scale())
 
     # ------------------------------------------------------------------------------------------------ steps
     @property
@@ -430,9 +458,16 @@ class Trainer:
         return {"train_loss": loss_sum / max(n_sum, 1.0), "train_clips": int(n_sum), "epoch_time_s": seconds,
                 "clips_per_s": n_sum / max(seconds, 1e-9), "bad_train": bad_total}
 
-    @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        """Validation log loss, AUC and per-class accuracy over the whole validation set (all ranks)."""
+        """Validation log loss, AUC and per-class accuracy over the whole validation set (all ranks).
+
+        Every rank first takes rank 0's buffers (BatchNorm running statistics, which differ per rank under DDP
+        without ``--sync-bn``), so the gathered metrics are those of the one model that is saved."""
+        broadcast_buffers(self.model, self.env)
+        return self._validate()
+
+    @torch.inference_mode()
+    def _validate(self) -> dict[str, float]:
         self.model.eval()
         indices: list[int] = []
         probs: list[float] = []
@@ -498,9 +533,12 @@ class Trainer:
             log.warning("the run took %d optimizer steps; the schedule was planned for %d", self.global_step,
                         self.total_steps)
         if env.distributed:
-            checksum = sum(float(p.detach().double().sum()) for p in self.model.parameters())
-            log.info("rank %d/%d: %d optimizer steps, %d clips, %d checkpoint files written, weight checksum %.12e",
-                     env.rank, env.world_size, self.global_step, self.clips_seen, self.files_written, checksum)
+            # parameters and buffers (BatchNorm statistics): every float tensor a checkpoint holds
+            checksum = sum(float(t.detach().double().sum()) for t in self.model.state_dict().values()
+                           if t.is_floating_point())
+            log.info("rank %d/%d: %d optimizer steps, %d clips, %d checkpoint files written, weight checksum %.12e"
+                     ", rank seed %d", env.rank, env.world_size, self.global_step, self.clips_seen,
+                     self.files_written, checksum, self.rank_seed)
         return RunResult(self.run_dir, row, self.best_val_loss, self.global_step, self.total_steps)
 
 

@@ -75,17 +75,46 @@ def resolve_device(spec: str, env: DistEnv) -> torch.device:
     return device
 
 
-def resolve_amp(spec: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype: ``auto`` -> bf16 on CUDA that supports it, else fp16 on CUDA, else none (CPU)."""
+BF16_MIN_CAPABILITY = (8, 0)
+"""bf16 tensor cores arrived with Ampere (sm80). Earlier GPUs (P100 sm60, V100 sm70, T4 / RTX 20xx / RTX Titan
+sm75) can hold bf16 tensors, so ``torch.cuda.is_bf16_supported()`` says yes, but compute in them is emulated."""
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """``bf16`` / ``fp16`` / ``fp32`` (no autocast): what checkpoints and logs record."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
+def choose_amp(spec: str, device: torch.device) -> tuple[Optional[torch.dtype], str]:
+    """Autocast dtype for ``--amp spec`` on ``device``, and why, in words for the run log.
+
+    ``auto``: bf16 on CUDA GPUs of compute capability 8.0 or more (bf16 tensor cores), fp16 with a GradScaler on
+    older ones, none on CPU. The choice reads ``torch.cuda.get_device_capability`` (never
+    ``is_bf16_supported()``, which also says yes where bf16 is only emulated). ``fp16`` needs CUDA.
+    """
     if spec == "none":
-        return None
+        return None, "--amp none: float32"
+    if device.type != "cuda":
+        if spec == "auto":
+            return None, f"auto: no mixed precision on {device.type}"
+        if spec == "fp16":
+            raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or none on CPU)")
+        return torch.bfloat16, "--amp bf16"
+    cap = tuple(torch.cuda.get_device_capability(device))
+    sm = f"sm{cap[0]}{cap[1]}"
+    native = cap >= BF16_MIN_CAPABILITY
     if spec == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if spec == "fp16" and device.type != "cuda":
-        raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or none on CPU)")
-    return torch.bfloat16 if spec == "bf16" else torch.float16
+        if native:
+            return torch.bfloat16, f"auto: {sm} has bf16 tensor cores"
+        return torch.float16, f"auto: {sm} has no bf16 tensor cores (sm80+), fp16 with a GradScaler"
+    if spec == "bf16":
+        return torch.bfloat16, "--amp bf16" + ("" if native else f" (slow: {sm} has no bf16 tensor cores)")
+    return torch.float16, "--amp fp16 with a GradScaler"
+
+
+def resolve_amp(spec: str, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype of :func:`choose_amp` (None: no autocast)."""
+    return choose_amp(spec, device)[0]
 
 
 def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
@@ -109,6 +138,18 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, env: DistEnv, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank, in place (no-op when alone).
+
+    Without SyncBatchNorm each DDP rank ends an epoch with its own running statistics; rank 0's are the ones
+    saved, so every rank must validate with them."""
+    if not env.distributed:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,6 +182,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct 63-bit seed per DDP rank, drawn after model initialisation (which stays identical on every rank),
+    so that ranks do not draw identical dropout masks. A single-process run does not reseed."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(rank), 0xD50]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def seed_everything(seed: int) -> None:

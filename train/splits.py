@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from facetubes.manifest import TubeRecord, atomic_write_text, load_labels, read_index
+from facetubes.manifest import TubeRecord, atomic_write_text, find_label, read_index
 
 from .errors import TrainError
 
@@ -25,6 +25,7 @@ log = logging.getLogger("train")
 
 VAL_NAMES = frozenset({"val", "valid", "validation", "dev"})
 TRAIN_NAMES = frozenset({"train", "training"})
+TEST_NAMES = frozenset({"test", "testing"})
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Split:
 
 
 def load_records(data: str | Path, labels: Sequence[str] = ()) -> list[TubeRecord]:
-    """Index records that carry a label; ``labels`` files (keyed by video stem) replace the index's labels.
+    """Index records that carry a label; ``labels`` (label files or dataset roots, see facetubes.datasets) replace
+    the index's labels, matched by video name or source path (videos they do not name become unlabelled).
 
     Raises TrainError when the index is empty, when label files match no tube, or when no tube has a label.
     """
@@ -46,20 +48,27 @@ def load_records(data: str | Path, labels: Sequence[str] = ()) -> list[TubeRecor
     if not records:
         raise TrainError(f"{data}: the index lists no tubes")
     if labels:
-        table = load_labels(list(labels))
+        from facetubes.datasets import load as load_label_set
+
+        found = load_label_set(list(labels))
+        for line in found.summary().splitlines():
+            log.info("%s", line)
+        table = found.labels
         matched = 0
         out = []
         for r in records:
-            lab = table.get(r.video)
+            lab = find_label(table, r.video, r.source)
             if lab is None:
                 out.append(dataclasses.replace(r, label=None))
                 continue
             matched += 1
             out.append(dataclasses.replace(r, label=lab.label, group=lab.group or r.group,
-                                           split=lab.split or r.split))
+                                           split=lab.split or r.split, dataset=lab.dataset or r.dataset,
+                                           method=lab.method or r.method, compression=lab.compression or
+                                           r.compression, folder=lab.folder or r.folder))
         if matched == 0:
             raise TrainError(f"labels in {', '.join(map(str, labels))} match no tube of {data} "
-                             f"(keys are video file stems, e.g. {records[0].video!r})")
+                             f"(keys are video names, stems or dataset paths, e.g. {records[0].video!r})")
         records = out
     labelled = [r for r in records if r.label is not None]
     if not labelled:
@@ -159,10 +168,57 @@ def make_split(records: Sequence[TubeRecord], *, mode: str, val_fraction: float,
         train, dropped = _without_leaks(train_pool, val)
         split = Split(train, val, "index split column", dropped)
     elif mode == "random":
-        split = random_group_split(records, val_fraction, seed)
+        # official test videos (FF++ test pairs, Celeb-DF's test list) are never trained on, nor validated on
+        pool = [r for r in records if r.split.strip().lower() not in TEST_NAMES]
+        split = random_group_split(pool, val_fraction, seed)
+        if len(pool) < len(records):
+            split.how += f"; {len(records) - len(pool)} official test tubes left out"
     else:
         raise TrainError(f"unknown split mode {mode!r}")
     hint = f" (split: {split.how})"
+    _check_two_classes(split.train, "training", hint)
+    _check_two_classes(split.val, "validation", hint)
+    if dropped:
+        log.info("%d training tubes dropped: their group is in the validation set", dropped)
+    return split
+
+
+def holdout_split(records: Sequence[TubeRecord], *, val_datasets: Sequence[str] = (),
+                  val_methods: Sequence[str] = (), mode: str = "auto", val_fraction: float = 0.15, seed: int = 0,
+                  val_folders: Sequence[str] = ()) -> Split:
+    """Cross-dataset / cross-manipulation split: whole datasets and/or methods held out for validation.
+
+    - ``val_datasets``: every tube of these datasets (index ``dataset`` column) is validation; none is trained on.
+    - ``val_methods``: the other tubes are first split as :func:`make_split` does (``mode``...), so that no
+      identity crosses; then validation keeps the fakes of these methods and the reals, and training drops
+      every tube of these methods.
+
+    Training tubes whose group reaches validation are dropped (DeeperForensics fakes share groups with the FF++
+    targets, for example). Raises TrainError for a name no tube has, or when a side is empty or single-class.
+    """
+    for what, wanted, column in (("--val-dataset", val_datasets, "dataset"), ("--val-method", val_methods,
+                                                                              "method")):
+        known = {getattr(r, column) for r in records} - {""}
+        missing = sorted(set(wanted) - known)
+        if missing:
+            raise TrainError(f"{what} {' '.join(missing)}: no tube has such a {column} "
+                             f"(in the index: {', '.join(sorted(known)[:12]) or 'none'})")
+    d_set, m_set = set(val_datasets), set(val_methods)
+    val = [r for r in records if r.dataset in d_set]
+    rest = [r for r in records if r.dataset not in d_set]
+    if m_set:
+        base = make_split(rest, mode=mode, val_fraction=val_fraction, seed=seed, val_folders=val_folders)
+        train = [r for r in base.train if r.method not in m_set]
+        val += [r for r in base.val if r.method in m_set or r.label == 0]
+        how = f"held out method(s) {', '.join(sorted(m_set))} over {base.how}"
+    else:
+        train = [r for r in rest if r.split.strip().lower() not in TEST_NAMES]
+        how = ""
+    if d_set:
+        how = f"held out dataset(s) {', '.join(sorted(d_set))}" + (f"; {how}" if how else "")
+    train, dropped = _without_leaks(train, val)
+    split = Split(train, val, how, dropped)
+    hint = f" (split: {how})"
     _check_two_classes(split.train, "training", hint)
     _check_two_classes(split.val, "validation", hint)
     if dropped:
@@ -213,5 +269,5 @@ def summarize(split: Split) -> str:
             f"val {len(split.val)} tubes ({va[0]} real, {va[1]} fake)")
 
 
-__all__ = ["Split", "load_records", "make_split", "random_group_split", "read_split", "write_split",
+__all__ = ["Split", "holdout_split", "load_records", "make_split", "random_group_split", "read_split", "write_split",
            "class_counts", "summarize"]
