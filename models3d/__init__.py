@@ -1,7 +1,9 @@
 """models3d: the facetubes model zoo.
 
 Registered networks (``list_models()``): ``i3d``, ``mc3``, ``r2plus1d``, ``r3d34`` (3D, input
-``(B, 3, T, H, W)``) and ``seresnext50`` (2D, input ``(B, 3, H, W)``); all return logits ``(B, num_classes)``
+``(B, 3, T, H, W)``), ``seresnext50`` and the timm frame classifiers of :mod:`models3d.frame2d` (``efficientnet_b0``
+.. ``b7``, ``tf_efficientnet_*``, ``xception``, ``resnet34``, the DFDC 1st-place ``dfdc1st``; 2D, input
+``(B, 3, H, W)``); all return logits ``(B, num_classes)``
 and share one contract (``forward_features``, ``forward_head``, ``reset_classifier``, ``num_features``,
 ``preset``). ``create_model(name, num_classes, weights=path)`` loads the public pretrained checkpoints as
 their owners publish them and facetubes' own checkpoints (``save_checkpoint``). See the README.
@@ -9,6 +11,7 @@ their owners publish them and facetubes' own checkpoints (``save_checkpoint``). 
 This package imports only torch, torchvision and timm (never facetubes, train or infer).
 """
 
+from . import frame2d as _frame2d  # noqa: F401  (registers the 2D timm frame classifiers and "dfdc1st")
 from . import i3d as _i3d  # noqa: F401  (registers "i3d")
 from . import resnet3d as _resnet3d  # noqa: F401  (registers "r3d34")
 from . import seresnext as _seresnext  # noqa: F401  (registers "seresnext50")

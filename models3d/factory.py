@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -14,6 +15,15 @@ from .weights import FORMAT, WeightsError, apply_state_dict, read_state_dict, re
 __all__ = ["create_model"]
 
 
+def _default_classes(builder: Any) -> int:
+    """The builder's own ``num_classes`` default (1 for the 2D frame classifiers), else 2."""
+    try:
+        default = inspect.signature(builder).parameters["num_classes"].default
+    except (KeyError, TypeError, ValueError):
+        return 2
+    return default if isinstance(default, int) and default >= 1 else 2
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -24,7 +34,8 @@ def create_model(
 
     Args:
         name: one of :func:`models3d.list_models` (``i3d``, ``mc3``, ``r2plus1d``, ``r3d34``, ``seresnext50``).
-        num_classes: logits width. Default 2; when ``weights`` is a facetubes checkpoint, default is the
+        num_classes: logits width. Default: the model's own (2 for the 3D models and ``seresnext50``, 1 for the
+            frame classifiers of :mod:`models3d.frame2d`); when ``weights`` is a facetubes checkpoint, default is the
             checkpoint's own class count (so a trained model comes back with its trained head).
         weights: None (random init), a path to an upstream or facetubes checkpoint, or a pretrained name of the
             model (``"kinetics400"`` for mc3/r2plus1d, ``"imagenet"`` for seresnext50) that resolves to
@@ -43,11 +54,12 @@ def create_model(
     """
     spec = get_spec(name)
     if weights is None:
-        return spec.builder(num_classes=2 if num_classes is None else num_classes, **kwargs)
+        return spec.builder(num_classes=_default_classes(spec.builder) if num_classes is None else num_classes,
+                            **kwargs)
     path = resolve_weights(name, weights)
     raw, kind, meta = read_state_dict(path, name)
     if num_classes is None:
-        num_classes = 2
+        num_classes = _default_classes(spec.builder)
         if kind == FORMAT:
             stored = meta.get("num_classes")
             if not isinstance(stored, int) or stored < 1:

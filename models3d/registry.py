@@ -47,6 +47,8 @@ class ModelSpec:
     preset: Preset
     description: str = ""
     pretrained: Mapping[str, PretrainedFile] = field(default_factory=dict)
+    key_hint: str = ""  # a state-dict key every file of this model has; identify_arch skips it when absent
+    hint_shape: tuple[int, ...] = ()  # and that key's shape, when known without building the model
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -60,6 +62,8 @@ def register_model(
     preset: Preset,
     description: str = "",
     pretrained: Mapping[str, PretrainedFile] | None = None,
+    key_hint: str = "",
+    hint_shape: tuple[int, ...] = (),
 ) -> Callable[[B], B]:
     """Decorator registering ``builder(*, num_classes, **kwargs) -> ClipClassifier`` under ``name``.
 
@@ -70,7 +74,8 @@ def register_model(
     def decorate(builder: B) -> B:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, preset, description, dict(pretrained or {}))
+        _REGISTRY[name] = ModelSpec(name, builder, preset, description, dict(pretrained or {}), key_hint,
+                                    tuple(hint_shape))
         return builder
 
     return decorate
@@ -109,6 +114,11 @@ def identify_arch(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     """
     best, best_score = None, 0.0
     for name in list_models():
+        spec = _REGISTRY[name]
+        # cheap pre-filter: building every timm backbone on the meta device would cost seconds
+        if spec.key_hint and (spec.key_hint not in shapes
+                              or (spec.hint_shape and tuple(shapes[spec.key_hint]) != spec.hint_shape)):
+            continue
         ref = expected_shapes(name)
         keys = [k for k in ref if not k.endswith("num_batches_tracked")]
         hits = sum(1 for k in keys if shapes.get(k) == ref[k])

@@ -117,10 +117,30 @@ def resolve_weights(arch: str, weights: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` on CPU with one-line errors."""
+def _numpy_scalar_globals() -> list[Any]:
+    """The few numpy globals a pickled numpy scalar needs (the DFDC 1st-place files store ``bce_best`` as a
+    numpy float64): the scalar reconstructor under its numpy 2 and numpy 1 names, ``dtype`` and the numeric
+    dtype classes. Nothing else is allowed."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with torch here
+        return []
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    allowed: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"),
+                          (scalar, "numpy._core.multiarray.scalar"), np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "BoolDType"):
+        if dtypes is not None and hasattr(dtypes, name):
+            allowed.append(getattr(dtypes, name))
+    return allowed
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on CPU with one-line errors; numpy scalars (only) are allowed."""
+    try:
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Unsupported global" in text:
@@ -237,9 +257,13 @@ def apply_state_dict(model: ClipClassifier, path: Path, raw: Mapping[str, Tensor
     initialised afresh when it is not loaded, and missing BatchNorm counters become 0.
     """
     state, stripped = _strip_prefixes(raw)
+    adapt = getattr(model, "adapt_state_dict", None)
+    dropped: list[str] = []
+    if callable(adapt):  # a model that also reads another published layout (a bare backbone, a renamed head)
+        state, dropped = adapt(state)
     own = model.state_dict()
     head = model.head_keys()
-    report = LoadReport(path=str(path), kind=kind, stripped_prefix=stripped)
+    report = LoadReport(path=str(path), kind=kind, stripped_prefix=stripped, skipped=list(dropped))
 
     def fits(key: str) -> bool:
         return key in state and tuple(state[key].shape) == tuple(own[key].shape)

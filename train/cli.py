@@ -24,7 +24,8 @@ import yaml
 
 from facetubes.errors import ConfigError, FacetubesError, OneLineArgumentParser, one_line
 
-from .config import RUNTIME_FIELDS, TrainConfig, apply_overrides, coerce, field_types, load_run_config, resolve_config
+from .config import (RUNTIME_FIELDS, TrainConfig, _unwrap_optional, apply_overrides, coerce, field_types,
+                     load_run_config, resolve_config)
 
 _EXAMPLES = {
     "3d": "train3d --arch i3d --data TUBES --out runs/i3d   (TUBES: a folder with index.csv, or the index.csv)",
@@ -49,6 +50,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         tp = types_[f.name]
+        if typing.get_origin(_unwrap_optional(tp)[0]) is tuple:  # Optional[tuple]: still two values
+            tp = _unwrap_optional(tp)[0]
         origin = typing.get_origin(tp)
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         help_ = f.metadata.get("help", "")

@@ -66,8 +66,9 @@ class TrainConfig:
                                     "(cross-dataset runs)", metavar="NAME")
     val_method: list[str] = _f([], "manipulations (index 'method' column) held out as validation, with the reals "
                                    "of the validation groups (cross-manipulation runs)", metavar="NAME")
-    sampling: Literal["balanced", "shuffle"] = _f(
-        "balanced", "balanced: every epoch all tubes of the rarer class + as many fresh draws of the other")
+    sampling: Literal["balanced", "shuffle", "paired"] = _f(
+        "balanced", "balanced: every epoch all samples of the rarer class + as many fresh draws of the other; "
+                    "paired (2D): each real tube with one of its fakes, same frame and augmentation, same batch")
     seed: int = _f(0, "seed of the split, the sampler, augmentation and initialisation")
 
     # --- optimisation -------------------------------------------------------------------------------------------
@@ -101,6 +102,45 @@ class TrainConfig:
     noise_std: float = _f(0.01, "Gaussian noise standard deviation (fraction of 255), drawn per pixel and frame")
     bc_p: float = _f(0.25, "brightness/contrast probability")
     bc_limit: float = _f(0.2, "brightness/contrast factors drawn from 1 +- this")
+
+    # --- frame recipes (2D; see docs/recipes.md) ----------------------------------------------------------------
+    head: Optional[str] = _f(None, "2D classifier head: linear or hidden512 (default: the model's)", metavar="HEAD")
+    dropout: Optional[float] = _f(None, "dropout before the classifier (default: the model's)")
+    norm: Optional[str] = _f(None, "2D backbone normalisation: batch or group (GroupNorm, for small batches)",
+                             metavar="NORM")
+    drop_path: Optional[float] = _f(None, "stochastic depth rate of a 2D timm backbone (default: the model's)")
+    frames_per_tube: int = _f(1, "2D training: random frames per tube per epoch, each a separate sample")
+    frame_every: int = _f(0, "2D training: every N-th frame of each tube is a separate sample (0: off; "
+                             "replaces --frames-per-tube)")
+    sample_unit: Literal["tube", "video"] = _f("tube", "video: each epoch one random tube of each video")
+    loss: Literal["bce", "bce_classes", "focal"] = _f(
+        "bce", "2D loss: bce; bce_classes (mean over fakes and mean over reals, averaged); focal")
+    focal_gamma: float = _f(2.0, "focal loss gamma")
+    focal_epochs: int = _f(0, "the last N epochs use the focal loss (a focal stage; 0: off)")
+    label_clip: Optional[tuple[float, float]] = _f(None, "clip training targets into [MIN, MAX] (e.g. 0.01 0.99)")
+    optimizer: Literal["adamw", "adam", "sgd"] = _f("adamw", "optimizer")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "SGD Nesterov momentum")
+    schedule: Literal["onecycle", "poly", "plateau", "constant"] = _f(
+        "onecycle", "lr schedule: onecycle; poly (per step); plateau (reduce on validation log loss); constant")
+    plateau_patience: int = _f(2, "plateau: epochs without improvement before the lr is reduced")
+    plateau_factor: float = _f(0.5, "plateau: lr multiplier")
+    poly_power: float = _f(0.9, "poly: power")
+    val_reduce: Literal["median", "mean", "max", "confident"] = _f(
+        "median", "2D validation: how the per-frame probabilities of a tube become its score")
+    val_clip: Optional[tuple[float, float]] = _f(None, "validation: clip tube probabilities into [MIN, MAX]")
+    resize: Literal["crop", "isotropic"] = _f(
+        "crop", "crop: (random resized) crop; isotropic: long side to the size with a random filter, zero padding")
+    jpeg_p: float = _f(0.0, "JPEG re-compression probability")
+    jpeg_quality: tuple[float, float] = _f((60.0, 100.0), "JPEG quality range")
+    downscale_p: float = _f(0.0, "downscale-and-back probability")
+    downscale_range: tuple[float, float] = _f((0.5, 0.9), "downscale: factor range")
+    color_p: float = _f(0.0, "probability of one of brightness/contrast, FancyPCA, hue/saturation")
+    gray_p: float = _f(0.0, "greyscale probability")
+    affine_p: float = _f(0.0, "shift (0.1) / scale (0.2) / rotate (10 deg) probability")
+    part_dropout_p: float = _f(0.0, "black out eyes, mouth or nose along the tube's landmarks (needs landmarks)")
+    half_dropout_p: float = _f(0.0, "else black out half of the face (needs landmarks)")
+    randmerge_p: float = _f(0.0, "RandMerge: right half of a sample from another sample of its class")
 
     # --- runtime ------------------------------------------------------------------------------------------------
     device: str = _f("auto", "auto (cuda if present), cpu, cuda, cuda:1; under torchrun each rank its local GPU",
@@ -148,7 +188,8 @@ class TrainConfig:
             if v is not None and v < 1:
                 raise bad(name, "must be >= 1")
         for name in ("hflip_p", "vflip_p", "channel_perm_p", "blur_p", "noise_p", "bc_p", "mix_prob", "pct_start",
-                     "label_smoothing"):
+                     "label_smoothing", "jpeg_p", "downscale_p", "color_p", "gray_p", "affine_p", "part_dropout_p",
+                     "half_dropout_p", "randmerge_p", "plateau_factor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must lie in [0, 1]")
         if not 0.0 < self.val_fraction < 1.0:
@@ -177,7 +218,53 @@ class TrainConfig:
             raise bad("mixup_alpha", "must be > 0 when MixUp is used")
         if self.mix == "cutmix3d" and self.task == "2d":
             raise bad("mix", "cutmix3d needs clips (train3d); use cutmix or mixup_or_cutmix")
+        self._validate_recipe(bad)
         return self
+
+    def _validate_recipe(self, bad: Any) -> None:
+        """Checks of the frame-recipe settings (docs/recipes.md)."""
+        for name in ("frames_per_tube",):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("frame_every", "focal_epochs", "plateau_patience", "focal_gamma", "poly_power", "momentum"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        if self.head is not None and self.head not in ("linear", "hidden512"):
+            raise bad("head", "must be linear or hidden512")
+        if self.norm is not None and self.norm not in ("batch", "group"):
+            raise bad("norm", "must be batch or group")
+        for name in ("dropout", "drop_path"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise bad(name, "must lie in [0, 1)")
+        for name in ("label_clip", "val_clip"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
+                raise bad(name, "needs 0 <= min < max <= 1")
+        lo, hi = self.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise bad("jpeg_quality", "needs 1 <= min <= max <= 100")
+        lo, hi = self.downscale_range
+        if not 0.0 < lo <= hi <= 1.0:
+            raise bad("downscale_range", "needs 0 < min <= max <= 1")
+        if self.task == "3d":
+            frame_only = {"frames_per_tube": 1, "frame_every": 0, "sample_unit": "tube", "loss": "bce",
+                          "focal_epochs": 0, "part_dropout_p": 0.0, "half_dropout_p": 0.0, "head": None,
+                          "norm": None, "drop_path": None}
+            for name, default in frame_only.items():
+                if getattr(self, name) != default:
+                    raise bad(name, "is a 2D (train2d) setting")
+            if self.sampling == "paired":
+                raise bad("sampling", "paired is a 2D (train2d) setting")
+        if self.frame_every and self.sample_unit == "video":
+            raise bad("frame_every", "cannot be combined with --sample-unit video (the epoch size would vary)")
+        if self.sampling == "paired":
+            if self.sample_unit != "tube":
+                raise bad("sample_unit", "paired sampling pairs tubes: use tube")
+            if self.batch_size % 2:
+                raise bad("batch_size", "must be even with paired sampling (a pair shares a batch)")
+        if self.focal_epochs > self.epochs:
+            raise bad("focal_epochs", f"must be <= --epochs ({self.epochs})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists)."""
@@ -297,6 +384,8 @@ def resolve_config(*, task: Task, arch: Optional[str], config_file: Optional[str
     ``arch`` may also come from the config file; the per-architecture file is chosen by the final arch.
     """
     overrides = dict(overrides or {})
+    if config_file and not Path(config_file).exists() and (CONFIG_DIR / f"{config_file}.yaml").is_file():
+        config_file = str(CONFIG_DIR / f"{config_file}.yaml")  # a shipped recipe by name: --config dfdc-1st
     file_values = read_yaml(config_file) if config_file else {}
     arch = arch or overrides.get("arch") or file_values.get("arch") or ("i3d" if task == "3d" else "seresnext50")
     cfg = TrainConfig(task=task)

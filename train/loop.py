@@ -1,8 +1,9 @@
 """The training loop behind ``train3d`` and ``train2d``.
 
 One :class:`Trainer` per process. It reads the index, fixes the split, builds the model from the registry, and
-runs epochs of rebalanced sampling with AdamW + one-cycle LR scheduled over the optimizer steps actually taken
-(accumulation, drop_last and the DDP shard included), mixed precision, gradient clipping and optional
+runs epochs of rebalanced sampling with AdamW + one-cycle LR (or a recipe's optimiser and schedule:
+``train.schedules``) scheduled over the optimizer steps actually taken (accumulation, drop_last and the DDP shard
+included), mixed precision, gradient clipping and optional
 ``torch.compile``. After every epoch it validates, appends to ``metrics.csv`` / ``curves.png`` and writes
 ``last.pt`` (every state needed to resume) and, when the validation log loss improves, ``best.pt``; inside long
 epochs ``last.pt`` is also refreshed every ``save_every_minutes``. A non-finite loss stops the run without
@@ -27,18 +28,26 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from facetubes.errors import one_line
 from facetubes.precision import set_tf32, tf32_state
 
-from .augment import train_transform, val_transform
+from infer.reduce import clip_probs, reduce_probs
+
+from .augment import val_transform
+from .augment2d import IsotropicVal, recipe_train_transform
 from .config import TrainConfig
 from .data import Batch, TubeDataset, collate, collate_frames
 from .errors import TrainError
 from .metrics import MetricsLog, evaluate
+from .losses import clip_targets, recipe_loss
 from .mixing import apply_mix, fake_probability, one_hot_targets, smooth_targets, soft_target_loss
+from .parts import rand_merge
 from .runtime import (DistEnv, all_reduce_sum, barrier, broadcast_buffers, choose_amp, gather_objects,
                       init_distributed, load_train_checkpoint, precision_name, rank_seed, resolve_device, rng_state,
                       save_train_checkpoint, seed_everything, set_rng_state, shutdown_distributed)
+from .samplers import PlanSettings, RecipeSampler, TubeTable
 from .sampling import EpochSampler, ShardSampler, optimizer_steps
+from .schedules import Schedule, make_optimizer
 from .splits import Split, holdout_split, load_records, make_split, read_split, summarize, write_split
 
 log = logging.getLogger("train")
@@ -77,20 +86,16 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     import models3d
 
     check_arch(cfg)
-    model = models3d.create_model(cfg.arch, num_classes=cfg.num_classes, weights=cfg.weights)
+    options = {k: getattr(cfg, k) for k in ("head", "dropout", "norm", "drop_path") if getattr(cfg, k) is not None}
+    try:
+        model = models3d.create_model(cfg.arch, num_classes=cfg.num_classes, weights=cfg.weights, **options)
+    except TypeError as e:  # a builder without that option (e.g. --norm for a 3D model)
+        names = ", ".join(f"--{k}" for k in options)
+        raise TrainError(f"--arch {cfg.arch} does not take {names} ({one_line(e)})") from None
     preset = model.preset
     model.preset = preset.replace(clip_len=(cfg.clip_len or preset.clip_len) if cfg.task == "3d" else 1,
                                   crop_size=cfg.crop_size or preset.crop_size)
     return model
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight tensors only (not on biases and norm parameters)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class Trainer:
@@ -151,10 +156,9 @@ class Trainer:
             if not resume:
                 write_split(split_file, split)
             cfg.save(self.run_dir / "config.yaml")  # on resume too: a moved --data or new runtime settings
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=self.total_steps, pct_start=cfg.pct_start,
-            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.scheduler = Schedule(cfg, self.optimizer, self.total_steps)
+        self.no_landmarks = 0  # samples whose part dropout was skipped (their tube has no landmarks)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.mix_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, env.rank, 0x313]))
 
@@ -238,12 +242,12 @@ class Trainer:
         self.crop_size = self.preset.crop_size
         common = dict(short_tubes=cfg.short_tubes, val_window=cfg.val_window, frames_per_tube=cfg.val_frames)
         self.train_set = TubeDataset(self.split.train, mode="clip" if self.is_3d else "frame", train=True,
-                                     clip_len=self.clip_len, transform=train_transform(cfg, self.crop_size),
-                                     **common)
+                                     clip_len=self.clip_len, transform=recipe_train_transform(cfg, self.crop_size),
+                                     part_dropout=(cfg.part_dropout_p, cfg.half_dropout_p), **common)
+        val_tf = IsotropicVal(self.crop_size) if cfg.resize == "isotropic" else val_transform(cfg, self.crop_size)
         self.val_set = TubeDataset(self.split.val, mode="clip" if self.is_3d else "frames", train=False,
-                                   clip_len=self.clip_len, transform=val_transform(cfg, self.crop_size), **common)
-        self.sampler = EpochSampler(self.train_set.labels, mode=cfg.sampling, seed=cfg.seed, rank=env.rank,
-                                    world_size=env.world_size)
+                                   clip_len=self.clip_len, transform=val_tf, **common)
+        self.sampler = make_sampler(cfg, self.train_set, env)
         pin = self.device.type == "cuda"
         # Loaders draw their worker base seed from their own generator, not the global RNG, so that creating an
         # iterator (e.g. after a mid-epoch resume) does not shift dropout masks; augmentation is seeded per sample.
@@ -329,6 +333,14 @@ class Trainer:
                         self.run_dir / "last.pt", self.scaler.get_scale())
 
     # ------------------------------------------------------------------------------------------------ steps
+    @property
+    def loss_kind(self) -> str:
+        """The loss of the current epoch: ``cfg.loss``, or ``focal`` in the last ``focal_epochs`` epochs."""
+        cfg = self.cfg
+        if cfg.focal_epochs and self.epoch >= cfg.epochs - cfg.focal_epochs:
+            return "focal"
+        return cfg.loss
+
     def _inputs(self, batch: Batch) -> Tensor:
         x = batch.x.to(self.device, non_blocking=True)
         return self.preset.normalize(x).contiguous(memory_format=self.memory_format)
@@ -364,8 +376,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # optimizer step k ran at schedule position k - 1; the last step needs no further position (stepping past
         # it would make OneCycleLR extrapolate, and stepping past total_steps raises, as in the published scripts)
-        if self.scheduler.last_epoch < self.total_steps - 1:
-            self.scheduler.step()
+        self.scheduler.after_step()
         self.epoch_step += 1
         self.global_step += 1
 
@@ -388,6 +399,7 @@ class Trainer:
         for b, batch in enumerate(self.train_loader, start=first_batch):
             bad += len(batch.bad)
             self._report_bad(batch.bad)
+            self.no_landmarks += batch.no_landmarks
             weight = 1.0
             if len(batch) == 0:
                 batch, weight = self._dummy_batch(), 0.0
@@ -395,8 +407,11 @@ class Trainer:
             group_size = min(cfg.accum_steps, self.batches_per_epoch - group_start)
             last_micro = b - group_start == group_size - 1
             x = self._inputs(batch)
-            targets = smooth_targets(one_hot_targets(batch.labels.to(self.device), cfg.num_classes),
-                                     cfg.label_smoothing)
+            labels = batch.labels.to(self.device)
+            if cfg.randmerge_p > 0:
+                x = rand_merge(x, labels, p=cfg.randmerge_p, rng=self.mix_rng)[0]
+            targets = clip_targets(smooth_targets(one_hot_targets(labels, cfg.num_classes), cfg.label_smoothing),
+                                   cfg.label_clip)
             x, targets = apply_mix(x, targets, mode=cfg.mix, prob=cfg.mix_prob, cutmix_alpha=cfg.cutmix_alpha,
                                    mixup_alpha=cfg.mixup_alpha, rng=self.mix_rng)
             sync = contextlib.nullcontext()
@@ -405,7 +420,9 @@ class Trainer:
             with sync:
                 with self._autocast():
                     logits = self.train_model(x)
-                loss = soft_target_loss(logits, targets)
+                kind = self.loss_kind
+                loss = (soft_target_loss(logits, targets) if kind == "bce" else
+                        recipe_loss(logits, targets, labels, kind=kind, gamma=cfg.focal_gamma))
                 self.scaler.scale(loss * (weight / group_size)).backward()
             n = float(len(batch)) * weight
             self.clips_seen += int(n)
@@ -429,6 +446,9 @@ class Trainer:
                 self.save_last(self.epoch, self.epoch_step)
                 last_save = time.monotonic()
         bar.close()
+        if self.no_landmarks and env.is_main:
+            log.info("part dropout skipped for %d samples of tubes without landmarks", self.no_landmarks)
+            self.no_landmarks = 0
         seconds = elapsed_before + time.monotonic() - t0
         bad_total = all_reduce_sum([bad], env, self.device)[0] if env.distributed else bad
         self.partial = {}
@@ -460,8 +480,8 @@ class Trainer:
             with self._autocast():
                 logits = self.model(self._inputs(batch))
             p = fake_probability(logits)
-            if batch.counts is not None:  # 2D: median of per-frame probabilities per tube
-                p = torch.stack([chunk.quantile(0.5) for chunk in torch.split(p, batch.counts.tolist())])
+            if batch.counts is not None:  # 2D: per-frame probabilities -> tube (median as published; --val-reduce)
+                p = tube_scores(p, batch.counts.tolist(), self.cfg.val_reduce)
             indices += batch.index.tolist()
             probs += p.float().cpu().tolist()
         self.model.train()
@@ -473,6 +493,8 @@ class Trainer:
             raise TrainError(f"the model's outputs became non-finite after epoch {self.epoch + 1} (the weights "
                              f"diverged; try a lower --lr); stopped, the last good checkpoint "
                              f"{self.run_dir / 'last.pt'} is kept")
+        if self.cfg.val_clip is not None:
+            pr = [float(q) for q in clip_probs(np.asarray(pr, np.float64), *self.cfg.val_clip)] if pr else pr
         out = evaluate(labels, pr) if idx else {"val_loss": math.nan}
         out["val_tubes"] = len(idx)
         out["bad_val"] = sum(g[2] for g in gathered)
@@ -488,6 +510,7 @@ class Trainer:
             val = self.validate()
             row = {"epoch": self.epoch, "step": self.global_step, "lr": self.scheduler.get_last_lr()[0], **stats,
                    **val, "bad_tubes": int(stats["bad_train"] + val["bad_val"])}
+            self.scheduler.after_epoch(float(val["val_loss"]))
             improved = val["val_loss"] < self.best_val_loss
             if improved:
                 self.best_val_loss = float(val["val_loss"])
@@ -523,6 +546,28 @@ class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...
     def close(self) -> None: ...
+
+
+def tube_scores(probs: Tensor, counts: list[int], how: str) -> Tensor:
+    """``(sum K,)`` frame probabilities of consecutive tubes with ``counts`` frames -> ``(B,)`` tube scores by
+    :func:`infer.reduce.reduce_probs` (``median``, ``mean``, ``max``, ``confident``); NaN for a non-finite tube."""
+    out = []
+    for chunk in torch.split(probs.float().cpu(), counts):
+        c = chunk.numpy().astype(np.float64)
+        out.append(reduce_probs(c, how) if np.isfinite(c).all() else math.nan)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def make_sampler(cfg: TrainConfig, train_set: TubeDataset, env: DistEnv) -> EpochSampler:
+    """The epoch sampler of a run: :class:`EpochSampler` for whole-tube sampling as published for 3D, else a
+    :class:`RecipeSampler` (frames per tube, every N-th frame, one tube per video, real/fake pairs)."""
+    settings = PlanSettings(mode=cfg.sampling, frames_per_tube=cfg.frames_per_tube, frame_every=cfg.frame_every,
+                            unit=cfg.sample_unit)
+    if settings == PlanSettings(mode=cfg.sampling) and cfg.sampling != "paired":
+        return EpochSampler(train_set.labels, mode=cfg.sampling, seed=cfg.seed, rank=env.rank,  # type: ignore
+                            world_size=env.world_size)
+    return RecipeSampler(TubeTable.from_records(train_set.records), settings, seed=cfg.seed, rank=env.rank,
+                         world_size=env.world_size)
 
 
 def _remove_failed_start(run_dir: Path) -> None:
