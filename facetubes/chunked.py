@@ -164,8 +164,8 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
         timings["max_frames_held"] = max(timings["max_frames_held"], len(buf))
         if on_chunk is not None:
             on_chunk(len(buf))
-        seen = {d.frame for d in detections}
-        detect([(k, f) for k, f in buf if k % every == 0 and k not in seen])
+        detect(pending)  # the sampled frames not detected yet (the chunk's look-ahead frame among them)
+        pending.clear()
         t0 = time.perf_counter()
         tracks = build_tracks(detections, frame_size=(width, height), n_frames=n_total if final else c1 + every,
                               detect_every=every, max_gap=config.max_gap)
@@ -219,6 +219,7 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
         timings["crop_encode_s"] += time.perf_counter() - t0
 
     buf: list = []
+    pending: list = []
     c0 = 0
     last = -1
     for idx, frame in prefetch(iter_av_frames(path, stop=config.first_frames, threads=threads)):
@@ -226,6 +227,11 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
             raise VideoError(f"{path}: frame {last + 1} missing from the decoded stream")
         last = idx
         buf.append((idx, frame))
+        if idx % every == 0:  # detect as the frames arrive: the decoding thread keeps going meanwhile
+            pending.append((idx, frame))
+            if len(pending) >= batch_size:
+                detect(pending)
+                pending.clear()
         if idx == c0 + chunk:  # the next chunk's first sampled frame: the look-ahead of this chunk
             process(buf, c0, c0 + chunk, False, 0)
             buf = buf[-1:]
