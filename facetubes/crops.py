@@ -99,7 +99,7 @@ def plan_crops(
     track: Track,
     *,
     frame_size: tuple[int, int],
-    mode: Literal["auto", "static", "follow"] = "auto",
+    mode: Literal["auto", "static", "follow"] = "static",
     margin: float = 0.0,
     follow_sigma: float = 15.0,
     max_frames: Optional[int] = None,
@@ -112,7 +112,8 @@ def plan_crops(
         track: from ``build_tracks`` (boxes in pixels of the full-resolution upright frame).
         frame_size: ``(width, height)`` of that frame.
         mode: ``static`` (one square over the union of the face boxes), ``follow`` (moving square) or ``auto``
-            (static while it is tight around the face, else follow; decided per part).
+            (static while it is tight around the face, else follow; decided per part; the default of
+            ``ExtractConfig.crop``, while this function keeps ``static``, its original default).
         margin: fraction of the face side added on each side (0.3 = the DFDC 1st place's +30%).
         follow_sigma: ``follow`` mode: Gaussian smoothing of the crop centre, in frames (0: none).
         max_frames: parts are at most this long (None: no limit).

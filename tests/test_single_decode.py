@@ -80,9 +80,9 @@ def test_auto_keeps_the_static_box_while_it_is_tight():
         boxes = np.array([[x, 100, x + 80, 180] for x in xs], np.float32)
         return Track(0, frames, boxes, np.ones(len(xs), np.float32), 0, int(frames[-1]) + 10)
 
-    (still,) = plan_crops(track([200, 205, 198, 202]), frame_size=(640, 480))  # default mode: auto
+    (still,) = plan_crops(track([200, 205, 198, 202]), frame_size=(640, 480), mode="auto")
     assert (still.boxes == still.boxes[0]).all()  # static: the face hardly moves
-    (walk,) = plan_crops(track([50, 150, 250, 350]), frame_size=(640, 480))
+    (walk,) = plan_crops(track([50, 150, 250, 350]), frame_size=(640, 480), mode="auto")
     sides = walk.boxes[:, 2] - walk.boxes[:, 0]
     assert len(np.unique(walk.boxes[:, 0])) > 10 and (sides == 80).all()  # follow: moves, face-sized
     (static,) = plan_crops(track([50, 150, 250, 350]), frame_size=(640, 480), mode="static")
