@@ -173,3 +173,16 @@ def test_large_frames_get_shorter_chunks_or_a_clear_error():
         chunk_length(info(7680, 4320), ExtractConfig(chunk_memory_mb=64))
     with pytest.raises(ConfigError, match="chunk_frames"):
         ExtractConfig(chunk_frames=0)
+
+
+def test_one_chunk_gives_exactly_the_two_pass_tubes(crossing, gt_detector):
+    """When the video fits in one chunk, the single decode and the two passes plan the same crops, so they must
+    cut the same pixels: what differs between them for longer videos is the per-chunk crop, nothing else."""
+    path, truth = crossing
+    one = extract_tubes_in_memory(path, ExtractConfig(min_frames=32), detector=gt_detector(truth))
+    two = extract_tubes_in_memory(path, ExtractConfig(min_frames=32, chunk_frames=None), detector=gt_detector(truth))
+    assert one.timings["n_chunks"] == 1 and len(one.tubes) == len(two.tubes) == 2
+    for a, b in zip(one.tubes, two.tubes):
+        assert (a.plan.start, a.plan.stop) == (b.plan.start, b.plan.stop)
+        assert np.array_equal(a.plan.boxes, b.plan.boxes)
+        assert np.array_equal(a.frames, b.frames)
