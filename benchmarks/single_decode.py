@@ -5,7 +5,7 @@
 
 Per video (in-process, ``extract_tubes``, default settings, model loaded before the clock starts):
 - decode floor: PyAV decodes every frame (FFmpeg's threads), no conversion;
-- single pass (``chunk_frames=150``, the default) and two passes (``chunk_frames=None``), alternating per video so
+- single pass (default settings: ``chunk_frames=150``, ``chunk_memory_mb=256``, i.e. 80-frame chunks at 1080p) and two passes (``chunk_frames=None``), alternating per video so
   that drifting load from other jobs hits both alike; wall and CPU seconds (this process, all threads);
 - whether both give the same tracks, the same tube frame ranges, and how many crop boxes differ.
 
@@ -152,7 +152,7 @@ def peak_rss_mb(video: Path, out: Path, chunk: str) -> float:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from facetubes import ExtractConfig\nfrom facetubes.pipeline import extract_tubes\n"
-        "extract_tubes(%r, %r, ExtractConfig(chunk_frames=%s))\n"
+        "extract_tubes(%r, %r, ExtractConfig(%s))\n"
         "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     ) % (str(ROOT), str(video), str(out), chunk)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -218,7 +218,7 @@ def main() -> None:
             print(f"\npeak RSS, fresh process ({ten.name}: {probe(ten).n_frames} frames; x6: "
                   f"{probe(sixty).n_frames} frames):\n")
             print("| path | 10 s MiB | 60 s MiB |\n|---|---:|---:|")
-            for label, chunk in (("single", "150"), ("two-pass", "None")):
+            for label, chunk in (("single", ""), ("two-pass", "chunk_frames=None")):
                 rss = [peak_rss_mb(v, work / "rss", chunk) for v in (ten, sixty)]
                 result[f"rss_{label}"] = rss
                 print(f"| {label} | {rss[0]:.0f} | {rss[1]:.0f} |")

@@ -68,7 +68,8 @@ def chunk_length(info: VideoInfo, config: ExtractConfig) -> int:
     if fit < every:
         raise VideoError(
             f"{info.path}: {info.width}x{info.height} {info.pix_fmt} frames take {per_frame / 2**20:.0f} MB each; "
-            f"one detection interval ({every} frames) does not fit in chunk_memory_mb={config.chunk_memory_mb}")
+            f"one detection interval ({every} frames) does not fit in chunk_memory_mb={config.chunk_memory_mb} "
+            f"(raise --chunk-memory-mb, or use --chunk-frames 0: two passes)")
     return min(want, fit)
 
 

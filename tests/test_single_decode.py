@@ -164,13 +164,16 @@ def test_large_frames_get_shorter_chunks_or_a_clear_error():
         return VideoInfo("v.mp4", w, h, 30.0, None, 300, 0, "h264", fmt, 10.0)
 
     cfg = ExtractConfig()
-    assert chunk_length(info(1920, 1080), cfg) == 150
+    assert chunk_length(info(1280, 720), cfg) == 150
+    full_hd = chunk_length(info(1920, 1080), cfg)
+    assert 10 <= full_hd < 150 and full_hd % 10 == 0
+    assert (full_hd + 1) * 1920 * 1080 * 1.5 <= cfg.chunk_memory_mb * 2**20
     four_k = chunk_length(info(3840, 2160), cfg)
-    assert 10 <= four_k < 150 and four_k % 10 == 0
+    assert 10 <= four_k < full_hd and four_k % 10 == 0
     assert (four_k + 1) * 3840 * 2160 * 1.5 <= cfg.chunk_memory_mb * 2**20
-    assert chunk_length(info(3840, 2160, "yuv420p10le"), cfg) < four_k  # 16-bit samples: twice the bytes
-    with pytest.raises(VideoError, match="does not fit in chunk_memory_mb"):
-        chunk_length(info(7680, 4320), ExtractConfig(chunk_memory_mb=64))
+    assert chunk_length(info(3840, 2160, "yuv420p10le"), ExtractConfig(chunk_memory_mb=512)) == four_k  # 2 B/sample
+    with pytest.raises(VideoError, match="does not fit in chunk_memory_mb=256"):
+        chunk_length(info(3840, 2160, "yuv420p10le"), cfg)
     with pytest.raises(ConfigError, match="chunk_frames"):
         ExtractConfig(chunk_frames=0)
 
