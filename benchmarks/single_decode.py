@@ -117,7 +117,7 @@ def in_process(videos: list[Path], work: Path, detector, rounds: int, device: st
         row["tubes"] = len(s["tubes"])
         row["crop_frames"] = sum(len(b) for b in bs.values())
         row["crop_boxes_differing"] = sum(sum(x != y for x, y in zip(bs[k], bt.get(k, []))) for k in bs)
-        row["held"] = s["timings"].get("max_frames_held")
+        row["held"] = s.get("chunks", {}).get("max_frames_held")
         rows.append(row)
     return rows
 

@@ -100,6 +100,10 @@ class ChunkedResult:
     n_frames: int
     scale: float
     timings: dict
+    """Seconds: ``detect_s``, ``track_s``, ``crop_encode_s``, ``decode_once_s``."""
+    stats: dict = field(default_factory=dict)
+    """``n_chunks``, ``chunk_frames`` (frames per chunk), ``max_frames_held`` (decoded frames alive at most),
+    ``n_relinked`` (tracks whose earlier links changed after their frames were cut: a new tube part)."""
 
 
 def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector, *,
@@ -134,8 +138,8 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
     open_tubes: list[_OpenTube] = []
     done: list[_OpenTube] = []
     n_keys = [0]
-    timings = {"detect_s": 0.0, "track_s": 0.0, "crop_encode_s": 0.0, "n_chunks": 0, "chunk_frames": chunk,
-               "max_frames_held": 0, "n_relinked": 0}
+    timings = {"detect_s": 0.0, "track_s": 0.0, "crop_encode_s": 0.0}
+    stats = {"n_chunks": 0, "chunk_frames": chunk, "max_frames_held": 0, "n_relinked": 0}
     tracks: list[Track] = []
     keep = max(1, int(CONTEXT_SIGMAS * config.follow_sigma + 0.5))
 
@@ -161,8 +165,8 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
 
     def process(buf: list, c0: int, c1: int, final: bool, n_total: int) -> None:
         nonlocal tracks, open_tubes
-        timings["n_chunks"] += 1
-        timings["max_frames_held"] = max(timings["max_frames_held"], len(buf))
+        stats["n_chunks"] += 1
+        stats["max_frames_held"] = max(stats["max_frames_held"], len(buf))
         if on_chunk is not None:
             on_chunk(len(buf))
         detect(pending)  # the sampled frames not detected yet (the chunk's look-ahead frame among them)
@@ -181,7 +185,7 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
             a, b = max(track.start, c0), min(track.stop, c1)
             tube = by_prefix.pop(_prefix_key(_known(track, c0)), None) if track.start < c0 else None
             if track.start < c0 and (tube is None or (a < b and tube.start + tube.n != a)):
-                timings["n_relinked"] += 1  # earlier links changed: its frames before c0 went to another tube
+                stats["n_relinked"] += 1  # earlier links changed: its frames before c0 went to another tube
                 if tube is not None:
                     done.append(tube)
                     tube = None
@@ -243,9 +247,9 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
     buf = []
     done.extend(open_tubes)
     tubes, discarded = _finish(done, tracks, config)
-    timings = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()}
+    timings = {k: round(v, 4) for k, v in timings.items()}
     timings["decode_once_s"] = round(time.perf_counter() - t_start, 4)
-    return ChunkedResult(detections, tracks, tubes, discarded, n_total, scale, timings)
+    return ChunkedResult(detections, tracks, tubes, discarded, n_total, scale, timings, stats)
 
 
 def _cut(buf: list, work: list, info: VideoInfo, size: int, pix_fmt: str, write: Callable) -> None:

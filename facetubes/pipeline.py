@@ -67,6 +67,8 @@ class VideoTubes:
     """As in ``tubes.json``: ``ok``, ``no_face``, ``no_tube`` or ``too_short``."""
     note: str = ""
     """Why there is no tube (empty when ``status`` is ``ok``)."""
+    chunks: dict = field(default_factory=dict)
+    """Single decode: ``n_chunks``, ``chunk_frames``, ``max_frames_held``, ``n_relinked``; empty for two passes."""
 
 
 @dataclass
@@ -80,6 +82,7 @@ class _Analysis:
     status: str
     note: str
     timings: dict
+    chunks: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,7 +365,7 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
                                   write=lambda frames, frame: frames.append(frame.to_ndarray(format="rgb24")))
         empty = np.zeros((0, config.size, config.size, 3), np.uint8)
         tubes = [Tube(tr, p, np.stack(h) if h else empty) for (tr, p), h in zip(a.plans, handles)]
-        return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings, a.status, a.note)
+        return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings, a.status, a.note, a.chunks)
     a = analyse(path, config, detector)
     t0 = time.perf_counter()
     plans = [p for _, p in a.plans]
@@ -430,7 +433,7 @@ def analyse_once(path, config: ExtractConfig, detector: Optional[Detector], *, o
         status, note = "no_tube", f"faces found, but no track spans min_frames={config.min_frames} frames"
     timings = dict(r.timings)
     timings["decode_detect_crop_s"] = round(time.perf_counter() - t0, 4)
-    return (_Analysis(info, r.detections, tracks, plans, r.scale, thresholds, status, note, timings),
+    return (_Analysis(info, r.detections, tracks, plans, r.scale, thresholds, status, note, timings, r.stats),
             [h for _, _, h in r.tubes])
 
 
@@ -603,6 +606,7 @@ def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written
                     "mean_prob": round(t.mean_prob, 6)} for t in a.tracks],
         "tubes": tubes,
         "timings": a.timings,
+        **({"chunks": a.chunks} if a.chunks else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

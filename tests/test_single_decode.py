@@ -96,7 +96,6 @@ def test_chunked_tracks_equal_the_pure_builder_and_tubes_are_continuous(crossing
     info = probe(path)
     two = extract_tubes_in_memory(path, ExtractConfig(min_frames=32, chunk_frames=None),
                                   detector=gt_detector(truth))
-    held = []
     cfg = ExtractConfig(min_frames=32, chunk_frames=20, crop="follow")
     one = extract_tubes_in_memory(path, cfg, detector=gt_detector(truth))
     pure = build_tracks(one.detections, frame_size=(info.width, info.height), n_frames=info.n_frames,
@@ -106,8 +105,7 @@ def test_chunked_tracks_equal_the_pure_builder_and_tubes_are_continuous(crossing
         return [(t.id, t.start, t.stop, t.frames.tolist(), t.boxes.round(2).tolist()) for t in tracks]
 
     assert key(one.tracks) == key(pure) == key(two.tracks)
-    assert one.timings["n_chunks"] == 5 and one.timings["max_frames_held"] <= 21  # one chunk (+ its look-ahead)
-    held.append(one.timings["max_frames_held"])
+    assert one.chunks["n_chunks"] == 5 and one.chunks["max_frames_held"] <= 21  # one chunk (+ its look-ahead)
     assert [(t.plan.track_id, t.plan.start, t.plan.stop) for t in one.tubes] == \
         [(t.plan.track_id, t.plan.start, t.plan.stop) for t in two.tubes]
     source = read_frames(path, list(range(info.n_frames)))
@@ -129,7 +127,7 @@ def test_written_tubes_keep_frame_count_and_timestamps_across_chunks(crossing, g
     path, truth = crossing
     m = extract_tubes(path, tmp_path / "out", ExtractConfig(min_frames=32, chunk_frames=30),
                       detector=gt_detector(truth))
-    assert m["timings"]["n_chunks"] == 4 and len(m["tubes"]) == 2
+    assert m["chunks"]["n_chunks"] == 4 and len(m["tubes"]) == 2
     src = probe(path)
     for t in m["tubes"]:
         assert sum(n for n, *_ in t["crop_boxes"]) == t["n_frames"] == t["stop_frame"] - t["start_frame"]
@@ -184,7 +182,7 @@ def test_one_chunk_gives_exactly_the_two_pass_tubes(crossing, gt_detector):
     path, truth = crossing
     one = extract_tubes_in_memory(path, ExtractConfig(min_frames=32), detector=gt_detector(truth))
     two = extract_tubes_in_memory(path, ExtractConfig(min_frames=32, chunk_frames=None), detector=gt_detector(truth))
-    assert one.timings["n_chunks"] == 1 and len(one.tubes) == len(two.tubes) == 2
+    assert one.chunks["n_chunks"] == 1 and len(one.tubes) == len(two.tubes) == 2
     for a, b in zip(one.tubes, two.tubes):
         assert (a.plan.start, a.plan.stop) == (b.plan.start, b.plan.stop)
         assert np.array_equal(a.plan.boxes, b.plan.boxes)
