@@ -87,7 +87,7 @@ class ExtractConfig:
     then decode it a second time to crop), whose static crop is the union box over the whole track part."""
     chunk_memory_mb: int = 256
     """Upper bound on the decoded frames one chunk holds (native pixel format): a 1080p 4:2:0 video gets 80-frame
-    chunks, 4K 10 frames, 720p the full 150; peak RSS stays below 1.5 GB for 1080p (benchmarks/RESULTS.md)."""
+    chunks, 4K 20 frames, 720p the full 150 (peak RSS figures in benchmarks/RESULTS.md, "Single decode")."""
     crf: int = 23
     pix_fmt: str = "yuv444p"
     preset: str = "veryfast"
