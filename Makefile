@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   := demo
 
-.PHONY: install test test-fast docs figures demo bench clean
+.PHONY: install test test-fast docs figures demo bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/extract.py --videos 3 --grain 4 --compare-sparse 2
 	$(PY) benchmarks/extract.py --videos 3 --grain 7 --no-memory --batch 1,2
+
+# Every GPU figure in one run (extraction, training steps with AMP, data loading, ensemble inference, GPU checks),
+# within 8 minutes, written into benchmarks/RESULTS.md with the device named. Refuses without CUDA.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache site

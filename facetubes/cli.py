@@ -30,7 +30,7 @@ def _config_from_args(a: argparse.Namespace) -> ExtractConfig:
         max_frames=a.max_frames, long_tracks=a.long_tracks, top_k=a.top_k, size=a.size, margin=a.margin,
         crop=a.crop, follow_sigma=a.follow_sigma, crf=a.crf, pix_fmt=a.pix_fmt, preset=a.preset,
         detect_batch=a.detect_batch, keyint=a.keyint, detector_threads=a.detector_threads,
-        decode_threads=a.decode_threads,
+        decode_threads=a.decode_threads, chunk_frames=a.chunk_frames or None, chunk_memory_mb=a.chunk_memory_mb,
     )
 
 
@@ -71,8 +71,15 @@ def add_extraction_options(p: argparse.ArgumentParser, defaults: ExtractConfig) 
     g.add_argument("--size", type=int, default=d.size, help="tube side in pixels (default: %(default)s)")
     g.add_argument("--margin", type=float, default=d.margin,
                    help="context around the face, fraction of the face side per side (default: %(default)s)")
-    g.add_argument("--crop", choices=("static", "follow"), default=d.crop,
-                   help="static: one box for the whole tube (published); follow: a smoothed moving box")
+    g.add_argument("--crop", choices=("auto", "static", "follow"), default=d.crop,
+                   help="auto: static while the box stays tight around the face, else follow (default); "
+                        "static: one union box per track (published); follow: a smoothed moving box")
+    g.add_argument("--chunk-frames", type=int, default=d.chunk_frames or 0, metavar="N",
+                   help="decode every frame once, N frames at a time (memory: one chunk); 0: two passes, "
+                        "whose static box spans the whole track (default: %(default)s)")
+    g.add_argument("--chunk-memory-mb", type=int, default=d.chunk_memory_mb, metavar="MB",
+                   help="most memory one chunk's decoded frames may take; large frames get shorter chunks "
+                        "(default: %(default)s: 80 frames at 1080p)")
     g.add_argument("--follow-sigma", type=float, default=d.follow_sigma,
                    help="smoothing of the follow crop, in frames (default: %(default)s)")
     g.add_argument("--crf", type=int, default=d.crf, help="x264 quality, lower is better (default: %(default)s)")

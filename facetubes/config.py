@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 from .errors import ConfigError
 
-CropMode = Literal["static", "follow"]
+CropMode = Literal["auto", "static", "follow"]
 
 MAX_SIZE = 2048
 """Largest tube side (a 2048 px tube is already 4x the 3D models' inputs)."""
@@ -76,11 +76,22 @@ class ExtractConfig:
     margin: float = 0.0
     """Extra context around the face, as a fraction of the face box side added on *each* side
     (0.3 = the 1st-place +30%). 0 is the published tight union box."""
-    crop: CropMode = "static"
-    """``static``: one square over the union of the track's boxes (published). ``follow``: a fixed-size square
-    whose centre follows the face, smoothed over time."""
+    crop: CropMode = "auto"
+    """``auto``: per track (and per decoding chunk), the static square while it stays tight around the face,
+    else a following one: one person per tube, at a size that fills it. ``static``: one square over the union
+    of the track's boxes (published; a walking person's union box shows the whole scene). ``follow``: a
+    fixed-size square whose centre follows the face, smoothed over time."""
     follow_sigma: float = 15.0
     """``follow`` mode: Gaussian smoothing of the crop centre, in frames."""
+    chunk_frames: Optional[int] = 150
+    """Decode every frame once: the video is processed in chunks of this many frames (rounded down to a multiple
+    of ``detect_every``; the published pipeline also cut videos into 150-frame chunks): detect on the chunk's
+    sampled frames, extend the tracks, crop and encode the chunk. Memory is bounded by one chunk. A static crop is
+    then the union box of the track's frames *in the chunk*. None: the two-pass path (detect over the whole video,
+    then decode it a second time to crop), whose static crop is the union box over the whole track part."""
+    chunk_memory_mb: int = 256
+    """Upper bound on the decoded frames one chunk holds (native pixel format): a 1080p 4:2:0 video gets 80-frame
+    chunks, 4K 20 frames, 720p the full 150 (peak RSS figures in benchmarks/RESULTS.md, "Single decode")."""
     crf: int = 23
     pix_fmt: str = "yuv444p"
     preset: str = "veryfast"
@@ -124,8 +135,12 @@ class ExtractConfig:
             bad(f"size must be an even number from 16 to {MAX_SIZE}, got {self.size}")
         if self.margin < 0 or self.margin > 2:
             bad(f"margin must be in [0, 2], got {self.margin}")
-        if self.crop not in ("static", "follow"):
-            bad(f"crop must be 'static' or 'follow', got {self.crop!r}")
+        if self.crop not in ("auto", "static", "follow"):
+            bad(f"crop must be 'auto', 'static' or 'follow', got {self.crop!r}")
+        if self.chunk_frames is not None and not 1 <= self.chunk_frames <= 100_000:
+            bad(f"chunk_frames must be from 1 to 100000 (or None: two passes), got {self.chunk_frames}")
+        if not 16 <= self.chunk_memory_mb <= 1_000_000:
+            bad(f"chunk_memory_mb must be from 16 to 1000000, got {self.chunk_memory_mb}")
         if not 0 <= self.decode_threads <= MAX_THREADS:
             bad(f"decode_threads must be from 0 to {MAX_THREADS}, got {self.decode_threads}")
         if self.detector_threads is not None and not 0 <= self.detector_threads <= MAX_THREADS:

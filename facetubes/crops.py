@@ -11,6 +11,10 @@ even integers, boxes integer pixels ``x1, y1, x2, y2`` (ends exclusive).
 ``follow``: a square of fixed side (largest face side over the part, times ``1 + 2*margin``) whose centre follows
 the face (linearly interpolated between sampled frames) smoothed by a Gaussian of ``follow_sigma`` frames, and
 pushed back wherever the smoothing would leave part of the face outside.
+``auto`` (the default): ``static`` while the static square stays tight around the face (its side at most
+``TIGHT_RATIO`` times the follow square's side), else ``follow``. A person who stands still gets the published
+static box; a person who walks gets a square that moves with them instead of a union box over the whole path
+(which showed the whole scene and other people; benchmarks/RESULTS.md, "Default crop").
 
 Every guarantee ("the crop contains the face") refers to the per-frame face box: detections linearly
 interpolated between the track's sampled frames and held after the last one (``face_boxes``).
@@ -28,7 +32,14 @@ from scipy.ndimage import gaussian_filter1d
 
 from .tracks import Track
 
-__all__ = ["CropPlan", "plan_crops", "face_boxes", "crop_frame", "crop_frames", "part_ranges"]
+__all__ = ["CropPlan", "plan_crops", "plan_boxes", "face_boxes", "crop_frame", "crop_frames", "part_ranges",
+           "CROP_MODES", "TIGHT_RATIO"]
+
+CROP_MODES = ("auto", "static", "follow")
+TIGHT_RATIO = 1.25
+"""``auto`` mode: the static square is "tight" while its side is at most this many times the side of the follow
+square (the largest face side times ``1 + 2*margin``), i.e. the face moved by at most a quarter of its size over
+the part. Measured on the street video, synthetic walkers and DFDC boxes in benchmarks/RESULTS.md."""
 
 FOLLOW_ITERATIONS = 5
 """``follow`` mode alternates Gaussian smoothing and pushing the centre back to where the face fits, this often."""
@@ -88,7 +99,7 @@ def plan_crops(
     track: Track,
     *,
     frame_size: tuple[int, int],
-    mode: Literal["static", "follow"] = "static",
+    mode: Literal["auto", "static", "follow"] = "static",
     margin: float = 0.0,
     follow_sigma: float = 15.0,
     max_frames: Optional[int] = None,
@@ -100,7 +111,9 @@ def plan_crops(
     Args:
         track: from ``build_tracks`` (boxes in pixels of the full-resolution upright frame).
         frame_size: ``(width, height)`` of that frame.
-        mode: ``static`` (one square over the union of the face boxes) or ``follow`` (moving square).
+        mode: ``static`` (one square over the union of the face boxes), ``follow`` (moving square) or ``auto``
+            (static while it is tight around the face, else follow; decided per part; the default of
+            ``ExtractConfig.crop``, while this function keeps ``static``, its original default).
         margin: fraction of the face side added on each side (0.3 = the DFDC 1st place's +30%).
         follow_sigma: ``follow`` mode: Gaussian smoothing of the crop centre, in frames (0: none).
         max_frames: parts are at most this long (None: no limit).
@@ -112,8 +125,8 @@ def plan_crops(
     width, height = (int(v) for v in frame_size)
     if width < 1 or height < 1:
         raise ValueError(f"frame_size must be positive (width, height), got {frame_size}")
-    if mode not in ("static", "follow"):
-        raise ValueError(f"mode must be 'static' or 'follow', got {mode!r}")
+    if mode not in CROP_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
     if long_tracks not in ("split", "cap"):
         raise ValueError(f"long_tracks must be 'split' or 'cap', got {long_tracks!r}")
     if margin < 0 or follow_sigma < 0:
@@ -129,10 +142,44 @@ def plan_crops(
         if b - a < min_frames:
             continue
         f = faces[a - track.start:b - track.start]
-        boxes = _static(f, margin, width, height) if mode == "static" else _follow(f, margin, follow_sigma,
-                                                                                   width, height)
+        boxes = plan_boxes(f, frame_size=(width, height), mode=mode, margin=margin, follow_sigma=follow_sigma)
         plans.append(CropPlan(track_id=track.id, part=part, start=a, stop=b, boxes=boxes))
     return plans
+
+
+def plan_boxes(faces: np.ndarray, *, frame_size: tuple[int, int], mode: str = "auto", margin: float = 0.0,
+               follow_sigma: float = 15.0, context: Optional[np.ndarray] = None) -> np.ndarray:
+    """Crop boxes ``(T, 4)`` int32 for the per-frame integer face boxes ``faces`` ``(T, 4)`` of one stretch of a
+    track (a part, or the frames of one decoding chunk).
+
+    ``context`` ``(K, 2)``: follow mode's crop centres of the ``K`` frames just before the stretch (the previous
+    chunk); the smoothing then continues from them instead of starting afresh, so the crop does not jump at a
+    chunk boundary. Ignored by ``static``.
+    """
+    width, height = frame_size
+    if mode == "auto":
+        mode = "static" if is_tight(faces, margin) else "follow"
+    if mode == "static":
+        return _static(faces, margin, width, height)
+    return _follow(faces, margin, follow_sigma, width, height, context)
+
+
+def is_tight(faces: np.ndarray, margin: float = 0.0) -> bool:
+    """True when the static square over ``faces`` ``(T, 4)`` is at most ``TIGHT_RATIO`` times the follow
+    square's side: ``auto`` mode then keeps the static (published) crop."""
+    return static_side(faces, margin) <= TIGHT_RATIO * follow_side(faces, margin)
+
+
+def static_side(faces: np.ndarray, margin: float = 0.0) -> int:
+    """Side of the static square over the union of ``faces`` ``(T, 4)``."""
+    faces = np.asarray(faces)
+    return _side(int(max(faces[:, 2].max() - faces[:, 0].min(), faces[:, 3].max() - faces[:, 1].min())), margin)
+
+
+def follow_side(faces: np.ndarray, margin: float = 0.0) -> int:
+    """Side of the follow square for ``faces`` ``(T, 4)``: the largest face side plus the margins."""
+    faces = np.asarray(faces)
+    return _side(int((faces[:, 2:] - faces[:, :2]).max()), margin)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -185,15 +232,22 @@ def _static(faces: np.ndarray, margin: float, width: int, height: int) -> np.nda
     return np.repeat(_boxes(x, y, side), len(faces), axis=0)
 
 
-def _follow(faces: np.ndarray, margin: float, sigma: float, width: int, height: int) -> np.ndarray:
-    """A square of fixed side whose smoothed centre follows ``faces`` (integer ``(T, 4)``)."""
-    side = _side(int((faces[:, 2:] - faces[:, :2]).max()), margin)
+def _follow(faces: np.ndarray, margin: float, sigma: float, width: int, height: int,
+            context: Optional[np.ndarray] = None) -> np.ndarray:
+    """A square of fixed side whose smoothed centre follows ``faces`` (integer ``(T, 4)``); ``context``: the crop
+    centres ``(K, 2)`` of the frames just before (kept fixed, they are already cut)."""
+    side = follow_side(faces, margin)
     centre = (faces[:, :2] + faces[:, 2:]) / 2.0
     # the face (x1, y1, x2, y2) is inside the crop while  x2 - side/2 <= centre_x <= x1 + side/2  (same for y)
     lowest, highest = faces[:, 2:] - side / 2, faces[:, :2] + side / 2
-    if sigma > 0 and len(faces) > 1:
+    k = 0 if context is None else len(context)
+    if k:
+        centre = np.concatenate([np.asarray(context, np.float64), centre])
+    if sigma > 0 and len(centre) > 1:
         for _ in range(FOLLOW_ITERATIONS):
-            centre = np.clip(_smooth(centre, sigma), lowest, highest)
+            smoothed = _smooth(centre, sigma)
+            centre = np.concatenate([centre[:k], np.clip(smoothed[k:], lowest, highest)])
+    centre = centre[k:]
     x = _place(faces[:, 0], faces[:, 2], side, width, centre[:, 0])
     y = _place(faces[:, 1], faces[:, 3], side, height, centre[:, 1])
     return _boxes(x, y, side)

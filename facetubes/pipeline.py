@@ -1,6 +1,10 @@
 """Face tubes from one video: detect -> tracks -> crop plans -> tubes (MP4 files or in-memory arrays).
 
-Two streaming passes over the video, so memory does not grow with its length:
+Default (``ExtractConfig.chunk_frames`` set): every frame is decoded once, in chunks of frames, memory bounded
+by one chunk (:mod:`facetubes.chunked`, driven by :func:`analyse_once`).
+
+``chunk_frames=None``: the two-pass path, kept for the published whole-track static crop (and as the reference
+the single pass is checked against). Two streaming passes, memory independent of the video's length:
 
 1. every ``detect_every``-th frame is converted (downscaled inside swscale) and detected in batches;
 2. after the tracks are known, the frames they cover are decoded once more, cropped and either encoded (one
@@ -64,6 +68,8 @@ class VideoTubes:
     """As in ``tubes.json``: ``ok``, ``no_face``, ``no_tube`` or ``too_short``."""
     note: str = ""
     """Why there is no tube (empty when ``status`` is ``ok``)."""
+    chunks: dict = field(default_factory=dict)
+    """Single decode: ``n_chunks``, ``chunk_frames``, ``max_frames_held``, ``n_relinked``; empty for two passes."""
 
 
 @dataclass
@@ -77,6 +83,7 @@ class _Analysis:
     status: str
     note: str
     timings: dict
+    chunks: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -301,7 +308,6 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
     YUV 4:2:0 sources (nearly all H.264) are cropped in their planes and only the small crop is scaled and
     converted; other formats (10-bit, 4:4:4, RGB) go through an upright RGB frame and :func:`crop_frame`.
     """
-    import av
     import av.video.reformatter
 
     counts = [0] * len(plans)
@@ -314,29 +320,49 @@ def crop_pass(path: str | os.PathLike, info: VideoInfo, plans: Sequence[CropPlan
     # one scaler per plan: a fresh frame's .reformat() would build a new SwsContext every call (4 ms each)
     scalers = [av.video.reformatter.VideoReformatter() for _ in plans]
     for idx, frame in prefetch(iter_av_frames(path, start=start, stop=stop, threads=threads)):
-        rgb = None
+        rgb: list = []
         for k, p in enumerate(plans):
             if not p.start <= idx < p.stop:
                 continue
-            if frame.format.name in _YUV420:
-                small = scalers[k].reformat(crop_yuv420(frame, stored[k][idx - p.start], info.rotation),
-                                            width=size, height=size, format=pix_fmt)
-            else:
-                if rgb is None:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    rgb = rotate_array(rgb, info.rotation) if info.rotation else rgb
-                small = av.VideoFrame.from_ndarray(crop_frame(rgb, p.boxes[idx - p.start], size), format="rgb24")
-                if pix_fmt != "rgb24":
-                    small = small.reformat(format=pix_fmt)
+            small = cut_frame(frame, p.boxes[idx - p.start], stored[k][idx - p.start], info.rotation, size,
+                              pix_fmt, scalers[k], rgb)
             sink(k, idx, small)
             counts[k] += 1
     return counts
+
+
+def cut_frame(frame, box: np.ndarray, stored_box: np.ndarray, rotation: int, size: int, pix_fmt: str, scaler,
+              rgb_cache: list):
+    """One tube frame: ``box`` (upright pixels; ``stored_box`` the same box in stored pixels) cut out of the
+    decoded ``av.VideoFrame`` and scaled to ``size x size`` ``pix_fmt`` by ``scaler`` (a ``VideoReformatter``
+    kept per tube). ``rgb_cache``: an empty list per source frame, holding its upright RGB array for the
+    non-4:2:0 path so several tubes convert it once."""
+    import av
+
+    if frame.format.name in _YUV420:
+        return scaler.reformat(crop_yuv420(frame, stored_box, rotation), width=size, height=size, format=pix_fmt)
+    if not rgb_cache:
+        rgb = frame.to_ndarray(format="rgb24")
+        rgb_cache.append(rotate_array(rgb, rotation) if rotation else rgb)
+    small = av.VideoFrame.from_ndarray(crop_frame(rgb_cache[0], box, size), format="rgb24")
+    return small if pix_fmt == "rgb24" else small.reformat(format=pix_fmt)
 
 
 def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractConfig] = None, *,
                             detector: Optional[Detector] = None) -> VideoTubes:
     """Tubes of one video as arrays (no files): what inference needs. See :func:`extract_tubes`."""
     config = config or ExtractConfig.for_inference()
+    if config.chunk_frames is not None:
+        parts: dict[int, list] = {}
+
+        def open_tube(key: int) -> list:
+            return parts.setdefault(key, [])
+
+        a, handles = analyse_once(path, config, detector, open_tube=open_tube,
+                                  write=lambda frames, frame: frames.append(frame.to_ndarray(format="rgb24")))
+        empty = np.zeros((0, config.size, config.size, 3), np.uint8)
+        tubes = [Tube(tr, p, np.stack(h) if h else empty) for (tr, p), h in zip(a.plans, handles)]
+        return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings, a.status, a.note, a.chunks)
     a = analyse(path, config, detector)
     t0 = time.perf_counter()
     plans = [p for _, p in a.plans]
@@ -349,6 +375,69 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
     tubes = [Tube(tr, p, arr[:n]) for (tr, p), arr, n in zip(a.plans, arrays, counts) if n > 0]
     a.timings["crop_s"] = round(time.perf_counter() - t0, 4)
     return VideoTubes(a.info, tubes, a.detections, a.tracks, a.timings, a.status, a.note)
+
+
+def analyse_once(path, config: ExtractConfig, detector: Optional[Detector], *, open_tube: Callable[[int], object],
+                 write: Callable[[object, object], None], info: Optional[VideoInfo] = None,
+                 pix_fmt: str = "rgb24") -> tuple[_Analysis, list]:
+    """The single-decode path (:mod:`facetubes.chunked`) with the retries of :func:`analyse`: returns the
+    analysis (its ``plans`` are the tubes that were cut) and, per plan, the handle ``open_tube`` made for it.
+    Handles of tubes that were discarded (too short, not in ``top_k``, a retry's) go to ``discard``."""
+    from .chunked import decode_once
+
+    t0 = time.perf_counter()
+    info = info or probe(path)
+    n_frames = info.n_frames if config.first_frames is None else min(info.n_frames, config.first_frames)
+    if n_frames < config.min_frames:
+        return _Analysis(info, [], [], [], 0.0, tuple(config.thresholds), "too_short",
+                         f"video has {n_frames} frames, fewer than min_frames={config.min_frames}", {}), []
+    detector = detector or make_detector(config.device, config.thresholds)
+    thresholds = tuple(config.thresholds)
+    if hasattr(detector, "thresholds"):
+        detector.thresholds = thresholds  # type: ignore[attr-defined]
+
+    def run(scale: Optional[float]):
+        return decode_once(path, info, config, detector, open_tube=open_tube, write=write, scale=scale,
+                           threads=config.decode_threads, pix_fmt=pix_fmt)
+
+    with _detector_threads(config):
+        r = run(None)
+        found = lambda res: any(len(d.boxes) for d in res.detections)  # noqa: E731
+        if config.retry and not found(r):
+            # published inference: retry at twice the resolution, then with looser thresholds (decodes again,
+            # but only for a video in which no face was found)
+            if r.scale < 1.0:
+                r = run(min(1.0, 2 * r.scale))
+            if not found(r) and hasattr(detector, "thresholds"):
+                detector.thresholds = LOOSE_THRESHOLDS  # type: ignore[attr-defined]
+                thresholds = LOOSE_THRESHOLDS
+                try:
+                    r = run(r.scale)
+                finally:
+                    detector.thresholds = tuple(config.thresholds)  # type: ignore[attr-defined]
+    for h in r.discarded:
+        _discard(h)
+    plans = [(tr, p) for tr, p, _ in r.tubes]
+    tracks = r.tracks
+    if config.top_k is not None:
+        tracks = sorted(tracks, key=lambda t: -t.mean_prob)[: config.top_k]
+        tracks.sort(key=lambda t: (t.start, t.id))
+    if plans:
+        status, note = "ok", ""
+    elif not any(len(d.boxes) for d in r.detections):
+        status, note = "no_face", "no face detected"
+    else:
+        status, note = "no_tube", f"faces found, but no track spans min_frames={config.min_frames} frames"
+    timings = dict(r.timings)
+    timings["decode_detect_crop_s"] = round(time.perf_counter() - t0, 4)
+    return (_Analysis(info, r.detections, tracks, plans, r.scale, thresholds, status, note, timings, r.stats),
+            [h for _, _, h in r.tubes])
+
+
+def _discard(handle) -> None:
+    abort = getattr(handle, "abort", None)
+    if abort is not None:
+        abort()
 
 
 def video_stem(path: str | os.PathLike) -> str:
@@ -378,12 +467,15 @@ def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: O
     except OSError as e:
         raise OutputError(f"{out_dir}: cannot write output ({e.strerror or e})") from None
     try:
-        a = analyse(path, config, detector, info=info)
-        t0 = time.perf_counter()
-        plans = [p for _, p in a.plans]
-        names = [_tube_name(stem, p, a.plans) for p in plans]
-        written = _write_tubes(path, a.info, plans, names, work, config)
-        a.timings["crop_encode_s"] = round(time.perf_counter() - t0, 4)
+        if config.chunk_frames is not None:
+            a, names, written = _write_tubes_once(path, info, config, detector, stem, work)
+        else:
+            a = analyse(path, config, detector, info=info)
+            t0 = time.perf_counter()
+            plans = [p for _, p in a.plans]
+            names = [_tube_name(stem, p, a.plans) for p in plans]
+            written = _write_tubes(path, a.info, plans, names, work, config)
+            a.timings["crop_encode_s"] = round(time.perf_counter() - t0, 4)
         a.timings["total_s"] = round(time.perf_counter() - t_start, 4)
         manifest = _manifest(path, stem, a, names, written, config, detector)
         write_manifest(work, manifest)
@@ -419,6 +511,35 @@ def _write_tubes(path: Path, info: VideoInfo, plans: Sequence[CropPlan], names: 
         counts = crop_pass(path, info, plans, config.size, lambda k, _i, frame: writers[k].write_frame(frame),
                            pix_fmt=config.pix_fmt, threads=config.decode_threads)
     return counts
+
+
+def _write_tubes_once(path: Path, info: VideoInfo, config: ExtractConfig, detector: Optional[Detector], stem: str,
+                      work: Path) -> tuple[_Analysis, list[str], list[int]]:
+    """The single-decode path for files: one writer per tube, opened when the tube starts under a temporary name
+    and renamed once the video is done and the tube's final name (track id, part) is known."""
+    fps = getattr(info, "fps_fraction", None) or info.fps
+    writers: list[VideoWriter] = []
+
+    def open_tube(key: int) -> VideoWriter:
+        w = VideoWriter(work / f".tube{key}.mp4", fps=fps, width=config.size, height=config.size, crf=config.crf,
+                        pix_fmt=config.pix_fmt, preset=config.preset, gop=config.keyint, threads=1)
+        writers.append(w)
+        return w
+
+    try:
+        a, handles = analyse_once(path, config, detector, open_tube=open_tube,
+                                  write=lambda w, frame: w.write_frame(frame), info=info, pix_fmt=config.pix_fmt)
+        names = [_tube_name(stem, p, a.plans) for _, p in a.plans]
+        written = []
+        for w, name in zip(handles, names):
+            w.close()
+            written.append(w.frames_written)
+            os.replace(w.path, work / f"{name}.mp4")
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return a, names, written
 
 
 def _install_dir(work: Path, final: Path) -> None:
@@ -484,6 +605,7 @@ def _manifest(path: Path, stem: str, a: _Analysis, names: Sequence[str], written
                     "mean_prob": round(t.mean_prob, 6), **track_landmark_fields(t)} for t in a.tracks],
         "tubes": tubes,
         "timings": a.timings,
+        **({"chunks": a.chunks} if a.chunks else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -500,5 +622,5 @@ def _compress_boxes(boxes: np.ndarray) -> list:
     return runs
 
 
-__all__ = ["Tube", "VideoTubes", "analyse", "crop_pass", "detect_video", "extract_tubes",
+__all__ = ["Tube", "VideoTubes", "analyse", "analyse_once", "crop_pass", "cut_frame", "detect_video", "extract_tubes",
            "extract_tubes_in_memory", "is_done", "video_stem", "VideoError"]

@@ -32,6 +32,19 @@ def _read(path: Path | str, indices: list[int]) -> Optional[np.ndarray]:
         return None
 
 
+def crop_box_at(tube: dict, frame: int) -> Optional[list[int]]:
+    """The crop box of manifest ``tube`` at source ``frame`` (from its ``crop_boxes`` runs; manifests without
+    them: ``crop_box``), or None when the tube does not cover that frame."""
+    k = frame - int(tube["start_frame"])
+    if not 0 <= k < int(tube.get("n_frames", tube["stop_frame"] - tube["start_frame"])):
+        return None
+    for run in tube.get("crop_boxes") or [[k + 1, *tube["crop_box"]]]:
+        if k < run[0]:
+            return [int(v) for v in run[1:5]]
+        k -= run[0]
+    return None
+
+
 def _middle_frame(manifest: dict) -> int:
     best, best_n = 0, -1
     for t in manifest["tubes"]:
@@ -60,7 +73,10 @@ def render_video_sheet(video_dir: str | os.PathLike) -> Image.Image:
             for f, b in zip(t["detections"]["frames"], t["detections"]["boxes"]):
                 if f == idx:
                     draw.rectangle(b, outline=c, width=lw)
-            x1, y1, x2, y2 = t["crop_box"]
+            box = crop_box_at(t, idx)
+            if box is None:  # the tube does not cover the frame shown
+                continue
+            x1, y1, x2, y2 = box
             draw.rectangle([x1, y1, x2, y2], outline=c, width=max(1, lw // 2))
             draw.text((x1 + 4, y1 + 4), t["tube"], fill=c)
         scale = (SHEET_WIDTH - 32) / img.width
