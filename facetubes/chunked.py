@@ -30,7 +30,8 @@ import numpy as np
 
 from .config import ExtractConfig
 from .crops import CropPlan, _integer_boxes, face_boxes, plan_boxes
-from .detect import Detector, detector_scale, scaled_size, to_detections
+from .detect import Detector, detect_frames, detector_scale, rescale_result, scaled_size, to_detections
+from .precision import full_fp32
 from .errors import VideoError
 from .tracks import Detections, Track, build_tracks
 from .video import VideoInfo, iter_av_frames, rotate_array, upright_to_stored_boxes
@@ -151,8 +152,8 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
                       for _, f in part]
             if rot:
                 arrays = [rotate_array(a, rot) for a in arrays]
-            results = detector.detect(np.stack(arrays))
-            results = [(_rescale(b, sx, sy), p) for b, p in results]
+            with full_fp32():  # no TF32: boxes as on CPU (facetubes.precision)
+                results = [rescale_result(r, sx, sy) for r in detect_frames(detector, np.stack(arrays))]
             detections.extend(to_detections([k for k, _ in part], results, 1.0, config.min_prob))
         timings["detect_s"] += time.perf_counter() - t0
 
@@ -331,9 +332,3 @@ def _finish(done: list[_OpenTube], tracks: list[Track], config: ExtractConfig):
         out.append((track, plan, tube.writer))
     return out, discarded
 
-
-def _rescale(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] /= sx
-    out[:, [1, 3]] /= sy
-    return out
