@@ -10,6 +10,8 @@ The published DFDC 2D model used dropout 0.5 and ``Linear(2048, 1)`` trained wit
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import timm
 import torch
 from torch import Tensor, nn
@@ -57,6 +59,14 @@ class SEResNeXt50(ClipClassifier):
     def forward_head(self, features: Tensor) -> Tensor:
         """``(B, 2048)`` -> ``(B, num_classes)``: dropout, ``last_linear``."""
         return self.last_linear(self.dropout(features))
+
+    def adapt_state_dict(self, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """Also read the DFDC 5th place's 2D file (``SRXT50_094_VM-0.2504.PTH``): ``backbone.`` + Cadene keys
+        without ``last_linear``, and ``fc`` (one logit). Its keys map one to one onto this layout."""
+        if state and all(k.startswith(("backbone.", "fc.")) for k in state):
+            return {("last_linear." + k[3:] if k.startswith("fc.") else k[len("backbone."):]): v
+                    for k, v in state.items()}, []
+        return dict(state), []
 
 
 @register_model("seresnext50", preset=presets.SERESNEXT50,
