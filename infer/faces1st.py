@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["FaceRecipe", "FaceSet", "sample_frames", "scale_boxes", "pad_crop", "isotropic_resize",
+__all__ = ["FaceRecipe", "FaceSet", "recipe_for", "sample_frames", "scale_boxes", "pad_crop", "isotropic_resize",
            "put_to_center", "link_tracks", "extract_faces"]
 
 
@@ -70,6 +70,20 @@ class FaceSet:
 
     def __len__(self) -> int:
         return int(len(self.crops))
+
+
+def recipe_for(members: Sequence[Any]) -> FaceRecipe:
+    """The one :class:`FaceRecipe` the ``dfdc1st`` members share: the published settings, with the members'
+    ``crop_size`` (published 380) and ``frames`` (published 32) when set. Members that disagree are refused
+    (ConfigError): they would need two extractions."""
+    from facetubes.errors import ConfigError
+
+    sizes = {int(m.crop_size) for m in members}
+    counts = {int(m.frames) for m in members}
+    if len(sizes) > 1 or len(counts) > 1:
+        raise ConfigError(f"members of recipe dfdc1st must share crop_size and frames (one extraction), got "
+                          f"crop sizes {sorted(sizes)} and frame counts {sorted(counts)}")
+    return FaceRecipe(frames=counts.pop(), size=sizes.pop())
 
 
 def sample_frames(n_frames: int, count: int = 32) -> np.ndarray:
