@@ -254,7 +254,7 @@ def test_first_place_end_to_end_with_details(first_place_dir: Path, tmp_path: Pa
     assert all(-10 <= x1 and x2 <= 550 and -10 <= y1 and y2 <= 970 for _f, x1, y1, x2, y2 in boxes)
     # resume: a second run does nothing and writes no duplicate record
     assert main(["predict", *map(str, videos), "-e", str(first_place_dir / "ensemble.yaml"), "-o", str(out),
-                 "--details", str(details), "-q"]) == 0
+                 "--details", str(details), "--per-model", "-q"]) == 0
     assert len(details.read_text().splitlines()) == 2
 
 
