@@ -258,6 +258,14 @@ def test_first_place_end_to_end_with_details(first_place_dir: Path, tmp_path: Pa
     assert len(details.read_text().splitlines()) == 2
 
 
+def test_predict_shard_is_checked(first_place_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from facetubes.cli import main
+
+    assert main(["predict", str(DATA / "dfdc_portrait.mp4"), "-e", str(first_place_dir / "ensemble.yaml"),
+                 "--shard", "2/2", "-q"]) == 2
+    assert "--shard K/N needs 0 <= K < N" in capsys.readouterr().err
+
+
 def test_check_ensemble(first_place_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from facetubes.cli import main
 
