@@ -31,11 +31,12 @@ __all__ = [
 ]
 
 
-def fake_probability(logits: torch.Tensor) -> torch.Tensor:
+def fake_probability(logits: torch.Tensor, fake_class: int = 1) -> torch.Tensor:
     """Probability of "fake" from a classifier's raw output.
 
     Args:
-        logits: ``(B, K)`` with ``K = 1`` (a single fake logit: sigmoid) or ``K = 2`` (real/fake: softmax, column 1).
+        logits: ``(B, K)`` with ``K = 1`` (a single fake logit: sigmoid) or ``K = 2`` (softmax, column
+            ``fake_class``: 1 for facetubes checkpoints, 0 for the DFDC 5th place's files).
     Returns:
         ``(B,)`` float32 probabilities in [0, 1].
     """
@@ -45,7 +46,9 @@ def fake_probability(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     if logits.shape[1] == 2:
-        return torch.softmax(logits, dim=1)[:, 1]
+        if fake_class not in (0, 1):
+            raise ValueError(f"fake_class must be 0 or 1, got {fake_class!r}")
+        return torch.softmax(logits, dim=1)[:, fake_class]
     raise ValueError(f"a deepfake classifier has 1 or 2 outputs, this one has {logits.shape[1]}")
 
 

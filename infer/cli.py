@@ -9,6 +9,7 @@ Heavy imports (torch, models) happen inside the handlers so that ``facetubes --h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Optional, Sequence
 from facetubes.config import ExtractConfig
 from facetubes.errors import ConfigError
 
-__all__ = ["register_predict", "register_evaluate", "main", "extract_config_from_args"]
+__all__ = ["register_predict", "register_evaluate", "register_check_ensemble", "main", "extract_config_from_args"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -100,8 +101,28 @@ def register_predict(subparsers: argparse._SubParsersAction) -> None:
                    help="skip videos already in the CSV (the default; kept for scripts that spell it out)")
     p.add_argument("--retry-errors", action="store_true", help="on resume, predict videos with status error again")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--details", default=None, metavar="FILE.jsonl",
+                   help="also write one JSON line per video with every face track: frames, boxes, each member's "
+                        "probability and the 2D members' per-frame probabilities")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="predict only the videos whose name hashes to K modulo N (as `extract --shard`); give each "
+                        "shard its own --out and --details")
     _add_detection_options(p)
     p.set_defaults(handler=cmd_predict)
+
+
+def register_check_ensemble(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``check-ensemble`` to a ``facetubes`` sub-parser set."""
+    p = subparsers.add_parser(
+        "check-ensemble", help="check an ensemble file before any video is read: files, checksums, architectures, "
+                               "one dummy forward pass per member",
+        description="For each member: the expected weights file, found or missing, its size and SHA-256, the "
+                    "architecture detected in it, and the result of one dummy forward pass. Exits 1 when anything "
+                    "is wrong.")
+    p.add_argument("ensemble", metavar="YAML", help="ensemble file (see examples/)")
+    p.add_argument("--device", default="cpu", help="device of the dummy forward passes (default: cpu)")
+    p.add_argument("--no-hash", dest="hash", action="store_false", help="skip the SHA-256 (large files)")
+    p.set_defaults(handler=cmd_check_ensemble)
 
 
 def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -213,23 +234,54 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ConfigError(f"{out.parent}: output folder does not exist")
 
+    if a.shard is not None:
+        from facetubes.batch import in_shard, parse_shard
+
+        shard = parse_shard(a.shard)
+        items = [it for it in items if in_shard(Path(it.filename).stem, shard)]
+    details_path = Path(a.details) if a.details else None
+    if details_path is not None and not details_path.parent.is_dir():
+        raise ConfigError(f"{details_path.parent}: output folder of --details does not exist")
+
     members = load_members(spec, device=device, amp=a.amp, progress=None if a.quiet else _log)
     predictor = EnsemblePredictor(members, device=device, tta=a.tta if a.tta is not None else spec.tta is not False,
                                   amp=a.amp, video_agg=a.video_agg or spec.video_agg or "mean",
-                                  member_agg=a.member_agg or spec.member_agg or "prob", clip=clip)
-    detector = None
+                                  member_agg=a.member_agg or spec.member_agg or "prob", clip=clip, prior=a.prior)
+    need_tubes = any(m.recipe == "tubes" for m in members)
+    face_recipe = None
+    detector = face_detector = None
     if any(it.video is not None for it in items):
         from facetubes.detect import make_detector
 
-        detector = make_detector(config.device, config.thresholds, name=config.detector,
-                                 weights=config.detector_weights)
+        if need_tubes:
+            detector = make_detector(config.device, config.thresholds, name=config.detector,
+                                     weights=config.detector_weights)
+        face_members = [m for m in members if m.recipe == "dfdc1st"]
+        if face_members:
+            from .faces1st import recipe_for
+
+            face_recipe = recipe_for(face_members)
+            # the published 1st-place recipe is MTCNN's (REFERENCE.md section 4), whatever --detector says
+            face_detector = make_detector(config.device, face_recipe.thresholds)
+
+    def load(it: Any) -> Any:
+        return load_item(it, config, detector, tubes=need_tubes, face_recipe=face_recipe,
+                         face_detector=face_detector)
+
     columns = [m.name for m in members] if a.per_model else []
-    with PredictionsWriter(out, columns, overwrite=a.overwrite, retry_errors=a.retry_errors) as writer:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(PredictionsWriter(out, columns, overwrite=a.overwrite,
+                                                       retry_errors=a.retry_errors))
+        details = None
+        if details_path is not None:
+            from .details import DetailsWriter
+
+            details = stack.enter_context(DetailsWriter(details_path, overwrite=a.overwrite))
         if writer.dropped_partial:
             _log(f"{out}: dropped a half-written last row from an interrupted run")
         try:
-            summary = run_predict(items, predictor, writer, lambda it: load_item(it, config, detector),
-                                  prior=a.prior, prefetch=a.prefetch, progress=not a.quiet)
+            summary = run_predict(items, predictor, writer, load, prior=a.prior, prefetch=a.prefetch,
+                                  progress=not a.quiet, details=details)
         except KeyboardInterrupt:
             _log(f"interrupted: {len(writer.done)} videos are in {out}; run the same command again to continue")
             raise
@@ -239,6 +291,15 @@ def cmd_predict(a: argparse.Namespace) -> int:
         _log(f"{earlier} of these videos kept their status error from an earlier run (--retry-errors predicts "
              "them again)")
     return EXIT_FAILURES if summary.counts["error"] or earlier > 0 else EXIT_OK
+
+
+def cmd_check_ensemble(a: argparse.Namespace) -> int:
+    """Handler of ``facetubes check-ensemble``: prints one block per member; 0 when all is well, else 1."""
+    from .check import check_ensemble, format_check
+
+    results = check_ensemble(a.ensemble, device=_resolve_device(a.device), hash_files=a.hash)
+    print(format_check(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURES
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

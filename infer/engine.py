@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .aggregate import (clip_probability, combine_members, fake_probability, tube_probability,
-                        video_probability)
+from .aggregate import clip_probability, combine_members, fake_probability, video_probability
 from .preprocess import flip_tta, frame_indices, gather_views, prepare_tube, window_indices
+from .reduce import reduce_probs
+
+if TYPE_CHECKING:
+    from .faces1st import FaceSet
 
 __all__ = ["Member", "VideoPrediction", "EnsemblePredictor", "check_member"]
 
@@ -54,6 +57,26 @@ class Member:
     batch_size: int = 8
     weight: float = 1.0
     arch: str = ""
+    fake_class: int = 1
+    channels: str = "rgb"
+    view_agg: str = ""
+    recipe: str = "tubes"
+    tta: Optional[bool] = None
+
+    @property
+    def reduction(self) -> str:
+        """The rule over a tube's views (or, recipe ``dfdc1st``, over a video's faces)."""
+        if self.view_agg:
+            return self.view_agg
+        if self.recipe == "dfdc1st":
+            return "confident"
+        return "mean" if self.is_3d else "median"
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, ...)`` RGB values in 0..255 -> the network's input (channel order, then normalisation)."""
+        if self.channels == "bgr":
+            x = x.flip(1)
+        return self.normalize(x)
 
     def views(self, n_frames: int) -> list[np.ndarray] | np.ndarray:
         """Frame indices of this member's views of a tube of ``n_frames`` frames."""
@@ -74,6 +97,9 @@ class VideoPrediction:
         n_tubes: tubes scored.
         model_s: seconds spent in preprocessing + forward passes (the models' CUDA stream synchronised; the
             detector works on its own stream, see :func:`infer.predict.on_own_stream`).
+        face_probs: members of recipe ``dfdc1st``: name -> ``(n_faces,)`` probability of every face.
+        n_faces: faces of the ``dfdc1st`` recipe.
+        frame_probs: 2D tube members: name -> per tube, ``(V,)`` probabilities of the scored frames.
     """
 
     probability: float
@@ -82,6 +108,9 @@ class VideoPrediction:
     tube_probs: dict[str, list[float]]
     n_tubes: int
     model_s: float = 0.0
+    face_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    n_faces: int = 0
+    frame_probs: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
@@ -103,7 +132,7 @@ def check_member(member: Member, device: torch.device | str = "cpu", *, amp: boo
     x = torch.full(shape, 128.0, device=device)
     try:
         with torch.inference_mode(), _autocast(device, amp):
-            out = member.model(member.normalize(x))
+            out = member.model(member.prepare(x))
     except (RuntimeError, ValueError) as e:
         msg = " ".join(str(e).split())[:300]
         raise ValueError(f"member {member.name} ({member.arch or type(member.model).__name__}) fails on an input "
@@ -124,11 +153,12 @@ class EnsemblePredictor:
         video_agg: ``mean`` or ``max`` over a video's tubes, per member.
         member_agg: ``prob`` (weighted mean of probabilities) or ``logit`` (weighted mean of logits).
         clip: final ``(lo, hi)`` clipping, or None.
+        prior: a member's probability for a video without input of its kind (no tube / no face).
     """
 
     def __init__(self, members: Sequence[Member], *, device: torch.device | str = "cpu", tta: bool = True,
                  amp: bool = True, video_agg: str = "mean", member_agg: str = "prob",
-                 clip: Optional[tuple[float, float]] = (0.01, 0.99)) -> None:
+                 clip: Optional[tuple[float, float]] = (0.01, 0.99), prior: float = 0.5) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member")
         names = [m.name for m in members]
@@ -141,6 +171,7 @@ class EnsemblePredictor:
         self.video_agg = video_agg
         self.member_agg = member_agg
         self.clip = clip
+        self.prior = float(prior)
         for m in self.members:
             m.model.eval().to(self.device)
             if self.device.type == "cuda":
@@ -178,45 +209,76 @@ class EnsemblePredictor:
             vs = gather_views(tube, member.views(int(tube.shape[1])), is_3d=member.is_3d)
             views.extend(vs)
             owner.extend([k] * len(vs))
-        n_aug = 2 if self.tta else 1
+        probs = self.view_probs(member, views)
+        owner_arr = np.asarray(owner)
+        return [probs[owner_arr == k] for k in range(len(tubes))]
+
+    def member_tta(self, member: Member) -> bool:
+        return self.tta if member.tta is None else bool(member.tta)
+
+    @torch.inference_mode()
+    def view_probs(self, member: Member, views: Sequence[torch.Tensor]) -> np.ndarray:
+        """Fake probabilities ``(V, A)`` of views (``(3, ...)`` in 0..255), ``A`` = 2 with flip TTA, else 1."""
+        tta = self.member_tta(member)
+        n_aug = 2 if tta else 1
         probs = np.zeros((len(views), n_aug), dtype=np.float64)
         fmt = _memory_format(member.is_3d)
-        for start, x in self._batches(views, max(1, member.batch_size)):
+        for start, x in self._batches(list(views), max(1, member.batch_size)):
             b = x.shape[0]
-            x = member.normalize(x)
-            if self.tta:
+            x = member.prepare(x)
+            if tta:
                 x = flip_tta(x)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=fmt)
             with _autocast(self.device, self.amp):
                 logits = member.model(x)
-            p = fake_probability(logits).reshape(n_aug, b).T  # (b, A)
+            p = fake_probability(logits, member.fake_class).reshape(n_aug, b).T  # (b, A)
             probs[start:start + b] = p.double().cpu().numpy()
-        owner_arr = np.asarray(owner)
-        return [probs[owner_arr == k] for k in range(len(tubes))]
+        return probs
 
-    def predict(self, tubes: Sequence[np.ndarray]) -> VideoPrediction:
-        """Score one video from its tubes.
+    def predict(self, tubes: Sequence[np.ndarray] = (), faces: Optional[FaceSet] = None) -> VideoPrediction:
+        """Score one video from its tubes (tube members) and its faces (members of recipe ``dfdc1st``).
 
         Args:
-            tubes: ``N >= 1`` arrays ``(T_i, S, S, 3)`` uint8 RGB.
+            tubes: arrays ``(T_i, S, S, 3)`` uint8 RGB.
+            faces: the 1st-place faces of the video (:class:`infer.faces1st.FaceSet`), or None.
+        A member with no input of its kind (no tube, or no face) gets ``prior`` (published: 0.5).
         Raises:
-            ValueError: no tubes (the caller gives such a video the prior), or a model produced NaN.
+            ValueError: no member has any input (the caller gives such a video the prior), or a model produced NaN.
         """
-        if len(tubes) == 0:
+        n_faces = len(faces) if faces is not None else 0
+        if not any(len(tubes) if m.recipe == "tubes" else n_faces for m in self.members):
             raise ValueError("no tubes to score")
         t0 = time.perf_counter()
         prepared: dict[tuple[float, int], list[torch.Tensor]] = {}
         member_probs: dict[str, float] = {}
         tube_probs: dict[str, list[float]] = {}
+        face_probs: dict[str, np.ndarray] = {}
+        frame_probs: dict[str, list[np.ndarray]] = {}
         for m in self.members:
+            if m.recipe == "dfdc1st":
+                if not n_faces:
+                    member_probs[m.name] = self.prior
+                    continue
+                assert faces is not None
+                x = torch.as_tensor(faces.crops).to(self.device).permute(0, 3, 1, 2).float()
+                if x.shape[-1] != m.crop_size:
+                    raise ValueError(f"member {m.name}: faces are {x.shape[-1]} px, the member wants {m.crop_size}")
+                per_face = self.view_probs(m, list(x)).mean(axis=1)
+                face_probs[m.name] = per_face
+                member_probs[m.name] = reduce_probs(per_face, m.reduction)
+                continue
+            if not len(tubes):
+                member_probs[m.name] = self.prior
+                continue
             key = (m.crop_fraction, m.crop_size)
             if key not in prepared:  # members sharing an input size share the crop + resize work
                 prepared[key] = [prepare_tube(t, crop_fraction=m.crop_fraction, crop_size=m.crop_size,
                                               device=self.device) for t in tubes]
             per_tube = self.member_view_probs(m, prepared[key])
-            reduce = "mean" if m.is_3d else "median"
-            tube_probs[m.name] = [tube_probability(v, views=reduce) for v in per_tube]
+            tube_probs[m.name] = [reduce_probs(_finite(v).mean(axis=1), m.reduction) for v in per_tube]
+            if not m.is_3d:
+                frame_probs[m.name] = [v.mean(axis=1) for v in per_tube]
             member_probs[m.name] = video_probability(tube_probs[m.name], mode=self.video_agg)  # type: ignore[arg-type]
         raw = combine_members([member_probs[m.name] for m in self.members], self.weights,
                               mode=self.member_agg)  # type: ignore[arg-type]
@@ -224,5 +286,11 @@ class EnsemblePredictor:
             torch.cuda.current_stream(self.device).synchronize()
         return VideoPrediction(probability=clip_probability(raw, self.clip), raw_probability=raw,
                                member_probs=member_probs, tube_probs=tube_probs, n_tubes=len(tubes),
-                               model_s=time.perf_counter() - t0)
+                               model_s=time.perf_counter() - t0, face_probs=face_probs, n_faces=n_faces,
+                               frame_probs=frame_probs)
 
+
+def _finite(p: np.ndarray) -> np.ndarray:
+    if not np.isfinite(p).all():
+        raise ValueError("non-finite probability from a model (NaN or inf in its output)")
+    return p

@@ -48,23 +48,46 @@ def resolve_member(spec_member: MemberSpec, model: torch.nn.Module, *, where: st
     if preset is None:
         raise ConfigError(f"{where}: the model has no preprocessing preset (not a models3d model?)")
     is_3d = bool(preset.is_3d)
+    changes = {k: getattr(spec_member, k) for k in ("value_range", "mean", "std") if getattr(spec_member, k)}
+    if changes:
+        preset = preset.replace(**changes)
+    if spec_member.recipe == "dfdc1st" and is_3d:
+        raise ConfigError(f"{where}: recipe dfdc1st feeds single face crops; {spec_member.arch} is a 3D model")
     clip_len = spec_member.clip_len or preset.clip_len
     crop_size = spec_member.crop_size or preset.crop_size
     crop_fraction = spec_member.crop_fraction or (PUBLISHED_CROP_FRACTION if is_3d else 1.0)
     frames = spec_member.frames or DEFAULT_FRAMES_2D
     batch = spec_member.batch_size or (DEFAULT_BATCH_3D if is_3d else DEFAULT_BATCH_2D)
+    n_out = int(getattr(model, "num_classes", 0) or 0)
+    fake_class = spec_member.fake_class
+    if n_out == 2 and fake_class is None:
+        report = getattr(model, "load_report", None)
+        if report is not None and report.kind != "facetubes":
+            raise ConfigError(f"{where}: {spec_member.weights} is a 2-class checkpoint not written by facetubes: "
+                              "set fake_class to the index of its FAKE output (0 or 1; the DFDC 5th place's files: "
+                              "0), it is never guessed")
+        fake_class = 1  # facetubes checkpoints: class 1 = fake
+    if n_out == 1 and fake_class is not None:
+        raise ConfigError(f"{where}: fake_class is for 2-output models; this one has a single (fake) logit")
     return Member(name=spec_member.name, model=model, normalize=preset.normalize, is_3d=is_3d,
                   clip_len=int(clip_len) if is_3d else 1, crop_size=int(crop_size), crop_fraction=crop_fraction,
                   frames=int(frames), windows=spec_member.windows, batch_size=int(batch),
-                  weight=spec_member.weight, arch=spec_member.arch)
+                  weight=spec_member.weight, arch=spec_member.arch, fake_class=int(fake_class or 0) if n_out == 2
+                  else 1, channels=spec_member.channels, view_agg=spec_member.view_agg or "",
+                  recipe=spec_member.recipe, tta=False if spec_member.recipe == "dfdc1st" and spec_member.tta is None
+                  else spec_member.tta)
 
 
 def _create(m: MemberSpec, where: str) -> torch.nn.Module:
-    kwargs = {} if m.num_classes is None else {"num_classes": m.num_classes}
+    kwargs: dict = dict(m.model_args)
+    if m.num_classes is not None:
+        kwargs["num_classes"] = m.num_classes
     try:
         model = models3d.create_model(m.arch, weights=str(m.weights), **kwargs)
     except models3d.WeightsError as e:  # already a one-line message naming the file
         raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
+    except TypeError as e:  # an option the architecture does not take (model_args)
+        raise ConfigError(f"{where}: bad model_args {dict(m.model_args)}: {one_line(e)}") from None
     except ValueError as e:  # unknown arch, bad arguments
         raise ConfigError(f"{where}: {one_line(e)}") from None
     except (OSError, RuntimeError) as e:  # unreadable file, corrupt archive, state-dict mismatch

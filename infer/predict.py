@@ -56,6 +56,12 @@ class Loaded:
     error: str = ""
     note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    tube_info: list[dict[str, Any]] = field(default_factory=list)  # per tube: start_frame, stop_frame, boxes
+    faces: Any = None  # infer.faces1st.FaceSet for members of recipe dfdc1st, else None
+
+    @property
+    def empty(self) -> bool:
+        return not self.tubes and (self.faces is None or len(self.faces) == 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,29 +151,49 @@ def read_tube(path: Path, max_frames: Optional[int]) -> np.ndarray:
     return np.stack(frames)
 
 
-def load_item(item: WorkItem, config: ExtractConfig, detector: Any = None) -> Loaded:
-    """Tubes of one item in memory. Never raises for a per-video problem: it comes back in ``Loaded.error``."""
+def _tube_info(t: Any) -> dict[str, Any]:
+    tr, plan = t.track, t.plan
+    boxes = [[int(f), *(round(float(v), 1) for v in b)] for f, b in zip(tr.frames, tr.boxes)]
+    return {"start_frame": int(plan.start), "stop_frame": int(plan.start + len(t.frames)), "boxes": boxes}
+
+
+def load_item(item: WorkItem, config: ExtractConfig, detector: Any = None, *, tubes: bool = True,
+              face_recipe: Any = None, face_detector: Any = None) -> Loaded:
+    """Tubes of one item in memory (``tubes``), and the 1st-place faces (``face_recipe``, a
+    :class:`~infer.faces1st.FaceRecipe`, with ``face_detector``) when the ensemble has such members. Never raises
+    for a per-video problem: it comes back in ``Loaded.error``."""
     out = Loaded(item)
     if item.error:
         out.error = item.error
         return out
     try:
-        if item.video is not None:
+        if item.video is not None and face_recipe is not None:
+            from .faces1st import extract_faces
+
+            out.faces = extract_faces(item.video, face_recipe, face_detector)
+            out.timings = {f"faces_{k}": v for k, v in out.faces.timings.items()}
+            if not len(out.faces):
+                out.note = "no face detected (dfdc1st recipe)"
+        elif face_recipe is not None:
+            raise ConfigError("members of recipe dfdc1st need raw videos, not extracted tubes")
+        if item.video is not None and tubes:
             from facetubes.pipeline import extract_tubes_in_memory
 
             vt = extract_tubes_in_memory(item.video, config, detector=detector)
             out.tubes = [t.frames for t in vt.tubes if len(t.frames)]
-            out.timings = {k: float(v) for k, v in (vt.timings or {}).items() if isinstance(v, (int, float))}
-            if not out.tubes:
+            out.tube_info = [_tube_info(t) for t in vt.tubes if len(t.frames)]
+            out.timings.update({k: float(v) for k, v in (vt.timings or {}).items() if isinstance(v, (int, float))})
+            if not out.tubes and (out.faces is None or not len(out.faces)):
                 out.note = vt.note or "no usable face track"
-        else:
+        elif item.video is None:
             t0 = time.perf_counter()
             out.tubes = [read_tube(p, config.first_frames) for p in item.tubes]
+            out.tube_info = [{"start_frame": 0, "stop_frame": len(t), "boxes": []} for t in out.tubes]
             out.timings = {"read_tubes_s": time.perf_counter() - t0}
             if not out.tubes:
                 out.note = "no tubes extracted for this video"
     except Exception as e:  # per-video failure: recorded as an error row, never fatal, never silent
-        out.tubes = []
+        out.tubes, out.faces, out.tube_info = [], None, []
         out.error = one_line(e)
     return out
 
@@ -279,10 +305,24 @@ def _row(item: WorkItem, p: float, n_tubes: int, status: str, error: str, member
                          members=members)
 
 
+def _details(loaded: Loaded, pred: Any, predictor: EnsemblePredictor) -> list[dict[str, Any]]:
+    from .details import face_tracks, tube_tracks
+
+    if pred is None:
+        return []
+    views = {m.name: [np.asarray(m.views(len(t))).reshape(-1) for t in loaded.tubes]
+             for m in predictor.members if m.name in pred.frame_probs}
+    tracks = tube_tracks(loaded.tube_info, pred.tube_probs, pred.frame_probs, views) if loaded.tubes else []
+    if loaded.faces is not None and len(loaded.faces) and pred.face_probs:
+        rules = {m.name: m.reduction for m in predictor.members}
+        tracks += face_tracks(loaded.faces, pred.face_probs, rules, first_id=len(tracks))
+    return tracks
+
+
 @full_fp32()
 def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer: PredictionsWriter,
                 load: Callable[[WorkItem], Loaded], *, prior: float = 0.5, prefetch: int = 2,
-                progress: bool = True) -> RunSummary:
+                progress: bool = True, details: Any = None) -> RunSummary:
     """Predict every item not already in ``writer.done`` and append its row. Returns the summary.
 
     ``load`` turns an item into tubes (:func:`load_item` with a config and detector bound); it runs in a
@@ -304,24 +344,34 @@ def run_predict(items: Sequence[WorkItem], predictor: EnsemblePredictor, writer:
             for k, v in loaded.timings.items():
                 summary.timings[k] = summary.timings.get(k, 0.0) + v
             prior_cols: dict[str, Optional[float]] = {n: prior for n in names}
+            pred = None
+            # n_tubes: tubes, or for a faces-only ensemble the persons (face tracks) of the dfdc1st recipe
+            n_inputs = len(loaded.tubes) or (len(set(loaded.faces.tracks.tolist())) if loaded.faces is not None
+                                             else 0)
             if loaded.error:
                 row = _row(item, prior, 0, "error", loaded.error, prior_cols)
-            elif not loaded.tubes:
+            elif loaded.empty:
                 row = _row(item, prior, 0, "no_face", loaded.note, prior_cols)
             else:
                 failure = ""
                 try:
-                    pred = predictor.predict(loaded.tubes)
+                    pred = predictor.predict(loaded.tubes, faces=loaded.faces)
                 except Exception as e:  # recorded as an error row and in the summary, never silent
                     failure = f"models: {one_line(e)}"
+                    pred = None
                 if failure:
                     # outside the except block: the exception's traceback (and the frames holding the batch's
                     # GPU tensors) is gone, so emptying the cache can give the memory back (e.g. after an OOM)
-                    row = _row(item, prior, len(loaded.tubes), "error", failure, prior_cols)
+                    row = _row(item, prior, n_inputs, "error", failure, prior_cols)
                     _free_cuda(predictor)
                 else:
                     summary.timings["models_s"] = summary.timings.get("models_s", 0.0) + pred.model_s
-                    row = _row(item, pred.probability, pred.n_tubes, "ok", "", dict(pred.member_probs))
+                    row = _row(item, pred.probability, n_inputs, "ok", "", dict(pred.member_probs))
+            if details is not None:  # written before the CSV row: a resumed run never misses a record
+                from .details import video_record
+
+                details.write(video_record(Path(item.filename).stem, item.source, row.label, row.status,
+                                           row.error or loaded.note, row.members, _details(loaded, pred, predictor)))
             writer.write(row)
             summary.counts[row.status] += 1
             if row.status == "error":

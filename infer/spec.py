@@ -33,7 +33,8 @@ from facetubes.errors import ConfigError, read_text
 
 from .aggregate import MEMBER_AGGS, VIDEO_AGGS, validate_clip
 
-__all__ = ["MemberSpec", "EnsembleSpec", "load_spec", "parse_spec", "WINDOW_MODES", "RESERVED_COLUMNS"]
+__all__ = ["MemberSpec", "EnsembleSpec", "load_spec", "parse_spec", "WINDOW_MODES", "RESERVED_COLUMNS", "RECIPES",
+           "CHANNEL_ORDERS", "VIEW_AGGS"]
 
 #: How a 3D member covers a tube longer than its clip length (see the README, "Windows").
 WINDOW_MODES: tuple[str, ...] = ("cover", "whole")
@@ -42,7 +43,13 @@ WINDOW_MODES: tuple[str, ...] = ("cover", "whole")
 RESERVED_COLUMNS: frozenset[str] = frozenset({"filename", "label", "n_tubes", "status", "error"})
 
 _MEMBER_KEYS = {"name", "arch", "weights", "weight", "num_classes", "clip_len", "crop_size", "crop_fraction",
-                "frames", "windows", "batch_size"}
+                "frames", "windows", "batch_size", "fake_class", "value_range", "mean", "std", "channels",
+                "view_agg", "recipe", "tta", "model_args"}
+
+#: Where a member's input comes from: face tubes (facetubes extraction) or the DFDC 1st place's frame faces.
+RECIPES: tuple[str, ...] = ("tubes", "dfdc1st")
+CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
+VIEW_AGGS: tuple[str, ...] = ("mean", "median", "max", "confident")
 _TOP_KEYS = {"members", "video_agg", "member_agg", "clip", "tta", "extract"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -63,6 +70,16 @@ class MemberSpec:
         frames: 2D members: how many frames, evenly spaced over the tube, are scored (published: 32).
         windows: ``cover`` (windows of ``clip_len`` covering the tube) or ``whole`` (the whole tube at once).
         batch_size: clips (3D) or frames (2D) per forward pass, before the flip doubles it.
+        fake_class: for 2-output models, the index of the FAKE class (facetubes checkpoints: 1; the DFDC 5th
+            place's files: 0). Required for a 2-output checkpoint that is not a facetubes checkpoint.
+        value_range, mean, std: overrides of the model preset's normalisation (see ``models3d.Preset``).
+        channels: ``rgb`` or ``bgr``: the channel order the network was trained on (the 5th place's 2D model: bgr).
+        view_agg: ``mean``/``median``/``max``/``confident`` over a tube's views (3D windows, 2D frames; default
+            mean for 3D, median for 2D) or, with recipe ``dfdc1st``, over all faces of the video (default
+            ``confident``, the published rule).
+        recipe: ``tubes`` (facetubes extraction) or ``dfdc1st`` (32 frames, every face, 1/3 padding, 380 px).
+        tta: flip TTA for this member (default: the ensemble's setting; recipe ``dfdc1st``: off, as published).
+        model_args: builder options of the architecture, e.g. ``{encoder: tf_efficientnet_b0_ns}`` for dfdc1st.
     """
 
     name: str
@@ -76,6 +93,15 @@ class MemberSpec:
     frames: Optional[int] = None
     windows: str = "cover"
     batch_size: Optional[int] = None
+    fake_class: Optional[int] = None
+    value_range: Optional[tuple[float, float]] = None
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
+    channels: str = "rgb"
+    view_agg: Optional[str] = None
+    recipe: str = "tubes"
+    tta: Optional[bool] = None
+    model_args: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,8 +178,52 @@ def _parse_member(i: int, raw: Any, where: str, base: Optional[Path], known_arch
     name = raw.get("name")
     if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
         raise ConfigError(f"{w} ({arch}): 'name' must be letters, digits or _.+- (a CSV column), got {name!r}")
+    kw.update(_parse_input_settings(raw, f"{w} ({arch})"))
     return MemberSpec(name=name or "", arch=arch, weights=_expand(weights.strip(), base), weight=float(weight),
                       windows=windows, **kw)
+
+
+def _numbers(v: Any, n: int, what: str) -> tuple[float, ...]:
+    if not isinstance(v, list) or len(v) != n or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                     for x in v):
+        raise ConfigError(f"{what} must be a list of {n} numbers, got {v!r}")
+    return tuple(float(x) for x in v)
+
+
+def _parse_input_settings(raw: dict, w: str) -> dict[str, Any]:
+    """The member keys that say what a network expects: class order, normalisation, channels, recipe."""
+    kw: dict[str, Any] = {}
+    if raw.get("fake_class") is not None:
+        fc = raw["fake_class"]
+        if isinstance(fc, bool) or fc not in (0, 1):
+            raise ConfigError(f"{w}: 'fake_class' must be 0 or 1 (the index of the FAKE output), got {fc!r}")
+        kw["fake_class"] = int(fc)
+    if raw.get("value_range") is not None:
+        lo, hi = _numbers(raw["value_range"], 2, f"{w}: 'value_range'")
+        if not hi > lo:
+            raise ConfigError(f"{w}: 'value_range' must be increasing [lo, hi], got {raw['value_range']!r}")
+        kw["value_range"] = (lo, hi)
+    for key in ("mean", "std"):
+        if raw.get(key) is not None:
+            kw[key] = _numbers(raw[key], 3, f"{w}: '{key}'")
+    if "std" in kw and any(s <= 0 for s in kw["std"]):
+        raise ConfigError(f"{w}: 'std' values must be positive, got {list(kw['std'])}")
+    for key, choices in (("channels", CHANNEL_ORDERS), ("view_agg", VIEW_AGGS), ("recipe", RECIPES)):
+        if raw.get(key) is not None:
+            if raw[key] not in choices:
+                raise ConfigError(f"{w}: '{key}' must be one of {', '.join(choices)}, got {raw[key]!r}")
+            kw[key] = raw[key]
+    if raw.get("tta") is not None:
+        if not isinstance(raw["tta"], bool):
+            raise ConfigError(f"{w}: 'tta' must be true or false, got {raw['tta']!r}")
+        kw["tta"] = raw["tta"]
+    if raw.get("model_args") is not None:
+        args = raw["model_args"]
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args) or any(
+                isinstance(v, (dict, list)) for v in args.values()):
+            raise ConfigError(f"{w}: 'model_args' must be a mapping of option names to plain values, got {args!r}")
+        kw["model_args"] = tuple(sorted(args.items()))
+    return kw
 
 
 def _unique_names(members: list[MemberSpec], where: str) -> list[MemberSpec]:

@@ -27,7 +27,6 @@ import math
 from typing import Any, Mapping
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from . import presets

@@ -211,3 +211,14 @@ def test_bad_options() -> None:
         models3d.create_model("resnet34", norm="layer")
     with pytest.raises(ValueError, match="encoder must be"):
         models3d.create_model("dfdc1st", encoder="resnet50")
+
+
+def test_seresnext50_takes_the_same_head_and_norm_options() -> None:
+    with torch.device("meta"):
+        model = models3d.create_model("seresnext50", num_classes=1, head="hidden512", norm="group")
+    keys = model.state_dict()
+    assert tuple(keys["last_linear.2.weight"].shape) == (512, 2048)
+    assert tuple(keys["last_linear.5.weight"].shape) == (1, 512)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.device("meta"):
+        assert tuple(models3d.create_model("seresnext50", num_classes=1).last_linear.weight.shape) == (1, 2048)
