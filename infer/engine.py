@@ -61,7 +61,7 @@ class Member:
     channels: str = "rgb"
     view_agg: str = ""
     recipe: str = "tubes"
-    tta: Optional[bool] = None
+    tta: Optional[bool | str] = None
 
     @property
     def reduction(self) -> str:
@@ -209,22 +209,34 @@ class EnsemblePredictor:
             vs = gather_views(tube, member.views(int(tube.shape[1])), is_3d=member.is_3d)
             views.extend(vs)
             owner.extend([k] * len(vs))
-        probs = self.view_probs(member, views)
+        flip = None
+        if member.tta == "alternate" and owner:  # every other view of each tube mirrored, each scored once
+            flip = np.concatenate([np.arange(n) % 2 == 1 for n in np.bincount(owner, minlength=len(tubes))])
+        probs = self.view_probs(member, views, flip=flip)
         owner_arr = np.asarray(owner)
         return [probs[owner_arr == k] for k in range(len(tubes))]
 
     def member_tta(self, member: Member) -> bool:
+        """Whether ``member``'s views are doubled into ``[x, hflip(x)]`` (``alternate`` mirrors views instead)."""
+        if member.tta == "alternate":
+            return False
         return self.tta if member.tta is None else bool(member.tta)
 
     @torch.inference_mode()
-    def view_probs(self, member: Member, views: Sequence[torch.Tensor]) -> np.ndarray:
-        """Fake probabilities ``(V, A)`` of views (``(3, ...)`` in 0..255), ``A`` = 2 with flip TTA, else 1."""
+    def view_probs(self, member: Member, views: Sequence[torch.Tensor],
+                   flip: Optional[np.ndarray] = None) -> np.ndarray:
+        """Fake probabilities ``(V, A)`` of views (``(3, ...)`` in 0..255), ``A`` = 2 with flip TTA, else 1.
+        ``flip``: optional ``(V,)`` booleans, views to mirror (horizontally) before they are scored."""
         tta = self.member_tta(member)
         n_aug = 2 if tta else 1
         probs = np.zeros((len(views), n_aug), dtype=np.float64)
         fmt = _memory_format(member.is_3d)
         for start, x in self._batches(list(views), max(1, member.batch_size)):
             b = x.shape[0]
+            if flip is not None and flip[start:start + b].any():
+                rows = torch.from_numpy(np.asarray(flip[start:start + b], dtype=bool))
+                x = x.clone()
+                x[rows] = x[rows].flip(-1)
             x = member.prepare(x)
             if tta:
                 x = flip_tta(x)

@@ -78,7 +78,9 @@ class MemberSpec:
             mean for 3D, median for 2D) or, with recipe ``dfdc1st``, over all faces of the video (default
             ``confident``, the published rule).
         recipe: ``tubes`` (facetubes extraction) or ``dfdc1st`` (32 frames, every face, 1/3 padding, 380 px).
-        tta: flip TTA for this member (default: the ensemble's setting; recipe ``dfdc1st``: off, as published).
+        tta: flip TTA for this member: ``true`` scores ``[x, hflip(x)]``, ``false`` only ``x``, ``alternate`` flips
+            every other view of a tube and scores each view once (the published 5th-place 2D model: frames 1, 3,
+            5, ... mirrored). Default: the ensemble's setting; recipe ``dfdc1st``: off, as published.
         model_args: builder options of the architecture, e.g. ``{encoder: tf_efficientnet_b0_ns}`` for dfdc1st.
     """
 
@@ -100,7 +102,7 @@ class MemberSpec:
     channels: str = "rgb"
     view_agg: Optional[str] = None
     recipe: str = "tubes"
-    tta: Optional[bool] = None
+    tta: Optional[bool | str] = None
     model_args: tuple[tuple[str, Any], ...] = ()
 
 
@@ -114,7 +116,7 @@ class EnsembleSpec:
     member_agg: Optional[str] = None
     clip: Optional[tuple[float, float]] = None
     clip_set: bool = False  # True when the file sets `clip` (also to null: no clipping)
-    tta: Optional[bool] = None
+    tta: Optional[bool | str] = None
     extract: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -214,8 +216,8 @@ def _parse_input_settings(raw: dict, w: str) -> dict[str, Any]:
                 raise ConfigError(f"{w}: '{key}' must be one of {', '.join(choices)}, got {raw[key]!r}")
             kw[key] = raw[key]
     if raw.get("tta") is not None:
-        if not isinstance(raw["tta"], bool):
-            raise ConfigError(f"{w}: 'tta' must be true or false, got {raw['tta']!r}")
+        if not isinstance(raw["tta"], bool) and raw["tta"] != "alternate":
+            raise ConfigError(f"{w}: 'tta' must be true, false or alternate, got {raw['tta']!r}")
         kw["tta"] = raw["tta"]
     if raw.get("model_args") is not None:
         args = raw["model_args"]

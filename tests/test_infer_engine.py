@@ -131,6 +131,22 @@ def test_2d_member_median_over_frames_of_tta_mean():
     assert m.model.shapes[0] == (10, 3, 32, 32)
 
 
+def test_2d_member_alternate_tta_mirrors_every_other_frame_once():
+    """``tta: alternate`` (the published 5th-place 2D model): frames 1, 3, ... are mirrored, each frame is scored
+    once, and the median is taken over those single scores."""
+    t = np.zeros((5, 32, 32, 3), np.uint8)
+    levels = [0, 50, 200, 250, 100]
+    for i, v in enumerate(levels):
+        t[i, :, :4] = v  # a mirrored view sees zeros on its left
+    m = member(is_3d=False, num_classes=1, frames=32, tta="alternate")
+    got = EnsemblePredictor([m], tta=True, clip=None).predict([t]).probability
+    per_frame = [sig(-3) if i % 2 else sig(6 * v / 255 - 3) for i, v in enumerate(levels)]
+    assert got == pytest.approx(float(np.median(per_frame)), abs=1e-6)
+    assert m.model.shapes[0] == (5, 3, 32, 32)  # no [x, hflip x] doubling
+    both = EnsemblePredictor([member(is_3d=False, num_classes=1, frames=32)], tta=True, clip=None)
+    assert abs(both.predict([t]).probability - got) > 0.05  # the two rules differ on this tube
+
+
 def test_video_and_member_aggregation(tube):
     dark = np.zeros_like(tube)
     m1, m2 = member("a", weight=1.0), member("b", weight=3.0, clip_len=4)
