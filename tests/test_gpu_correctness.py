@@ -183,7 +183,7 @@ class _OOMPredictor:
         self.batch_ref: list[weakref.ref] = []
         self.states: list[dict[str, bool]] = []
 
-    def predict(self, tubes):
+    def predict(self, tubes, faces=None):
         self.states.append(tf32_state())
         x = torch.ones(4, 3, 8, 8)  # the batch's tensor, referenced by this frame (and so by the traceback)
         self.batch_ref.append(weakref.ref(x))
