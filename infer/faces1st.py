@@ -119,8 +119,8 @@ def pad_crop(frame: np.ndarray, box: Sequence[int]) -> np.ndarray:
 
 
 def isotropic_resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Long side to ``size``, short side ``int(side * scale)``; area (box) filter down, bicubic up; unchanged when
-    the long side already is ``size``. ``(h, w, 3)`` uint8 -> ``(h', w', 3)`` uint8."""
+    """Long side to ``size``, short side ``int(side * scale)``; OpenCV's area filter down, bicubic up (as published);
+    unchanged when the long side already is ``size``. ``(h, w, 3)`` uint8 -> ``(h', w', 3)`` uint8."""
     h, w = img.shape[:2]
     if max(w, h) == size:
         return img
@@ -131,8 +131,10 @@ def isotropic_resize(img: np.ndarray, size: int) -> np.ndarray:
         scale = size / h
         new_w, new_h = int(w * scale), size
     new_w, new_h = max(new_w, 1), max(new_h, 1)
-    resample = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BOX
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((new_w, new_h), resample=resample))
+    import cv2  # the published code's resize (cv2.INTER_AREA down, INTER_CUBIC up): the filters are part of the recipe
+
+    interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    return cv2.resize(np.ascontiguousarray(img), (new_w, new_h), interpolation=interpolation)
 
 
 def put_to_center(img: np.ndarray, size: int) -> np.ndarray:

@@ -187,6 +187,19 @@ def test_isotropic_resize_and_center() -> None:
     assert (out[:, :95] == 0).all() and (out[:, 95:285] == 200).all() and (out[:, 285:] == 0).all()
 
 
+def test_isotropic_resize_uses_the_published_opencv_filters() -> None:
+    """The 1st place resized with cv2.INTER_AREA down and cv2.INTER_CUBIC up; other filters give other pixels."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    big, small = rng.integers(0, 256, (700, 530, 3), np.uint8), rng.integers(0, 256, (90, 61, 3), np.uint8)
+    down, up = isotropic_resize(big, 380), isotropic_resize(small, 380)
+    assert np.array_equal(down, cv2.resize(big, (287, 380), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(up, cv2.resize(small, (257, 380), interpolation=cv2.INTER_CUBIC))
+    assert not np.array_equal(down, cv2.resize(big, (287, 380), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(up, cv2.resize(small, (257, 380), interpolation=cv2.INTER_LINEAR))
+
+
 def test_crops_and_person_tracks() -> None:
     frames = np.full((3, 120, 160, 3), 90, np.uint8)
     dets = [(np.array([[10, 10, 30, 40], [50, 10, 70, 40]], np.float32), np.array([0.9, 0.95], np.float32)),
