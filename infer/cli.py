@@ -129,11 +129,12 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to a ``facetubes`` sub-parser set."""
     p = subparsers.add_parser(
         "evaluate", help="log loss, AUC, EER, AP of a predictions CSV; JSON report and ROC/histogram PNGs",
-        description="Compare a predictions CSV (filename,label[,member columns]) with labels (DFDC "
-                    "metadata.json or a CSV with filename,label). Writes report.json, roc.png and histogram.png.")
+        description="Compare a predictions CSV (filename,label[,member columns]) with labels (dataset "
+                    "roots, DFDC metadata.json, a CSV with filename,label, or an index.csv). Writes report.json, roc.png and histogram.png.")
     p.add_argument("predictions", help="CSV written by `facetubes predict` (or any filename,label CSV)")
     p.add_argument("--labels", "-l", required=True, nargs="+", metavar="FILE",
-                   help="DFDC metadata.json, labels CSV, or folders searched for metadata.json")
+                   help="dataset roots (FF++, Celeb-DF, DFDC, ...: see `facetubes datasets`), DFDC metadata.json, "
+                        "labels CSV, index.csv, or folders searched for metadata.json")
     p.add_argument("--out", "-o", default=None, metavar="DIR",
                    help="report folder (default: <predictions>_eval/ next to the CSV)")
     p.add_argument("--eps", type=float, default=1e-15, help="log-loss clipping eps (default: %(default)s)")

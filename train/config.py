@@ -43,7 +43,8 @@ class TrainConfig:
     arch: str = _f("i3d", "model name from the models3d registry", metavar="NAME")
     data: str = _f("", "tubes folder holding index.csv, or the index.csv path", metavar="TUBES")
     out: str = _f("", "run folder (checkpoints, metrics, config.yaml)", metavar="RUN_DIR")
-    labels: list[str] = _f([], "label files (DFDC metadata.json or CSV) that replace the index's labels",
+    labels: list[str] = _f([], "labels that replace the index's labels: dataset roots (see `facetubes "
+                           "datasets`), DFDC metadata.json or CSV",
                            metavar="FILE")
     weights: Optional[str] = _f(None, "initial weights: an upstream or facetubes checkpoint, or a pretrained name "
                                       "(kinetics400, imagenet) found in $TORCH_HOME", metavar="FILE")
