@@ -34,7 +34,7 @@ _DETECTION_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--size", "size", int, "tube side in pixels before each model's crop (default: 256)"),
     ("--margin", "margin", float, "context around the face, fraction of the face side per side: use the value "
                                   "the models were trained with (default: 0)"),
-    ("--crop", "crop", str, "static (published) or follow: how the crop box moves"),
+    ("--crop", "crop", str, "auto (default: static while tight, else follow), static (published union box) or follow"),
     ("--detector", "detector", str, "face detector: mtcnn (default), mtcnn-facenet or retinaface"),
     ("--detector-weights", "detector_weights", str, "retinaface: local mobilenet0.25_Final.pth / Resnet50_Final.pth"),
 )
@@ -44,7 +44,7 @@ def _add_detection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection (override the ensemble file's `extract:` section and the published "
                              "inference settings)")
     for flag, _field, typ, help_ in _DETECTION_FLAGS:
-        kw: dict[str, Any] = {"choices": ("static", "follow")} if flag == "--crop" else {}
+        kw: dict[str, Any] = {"choices": ("auto", "static", "follow")} if flag == "--crop" else {}
         metavar = None if kw else ("N" if typ is int else "X")
         g.add_argument(flag, type=typ, default=None, metavar=metavar, help=help_, **kw)
     g.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
