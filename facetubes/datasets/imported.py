@@ -237,7 +237,8 @@ def import_tubes(src: str | os.PathLike, out: str | os.PathLike, *, labels: Opti
     if not (fps > 0 and np.isfinite(fps) and fps <= 1000):
         raise ConfigError(f"--fps must lie in (0, 1000], got {fps}")
     if not src.is_dir():
-        raise ConfigError(f"{src}: no such folder to import")
+        what = "is a file, not a folder" if src.exists() else "no such folder"
+        raise ConfigError(f"{src}: {what} to import (--import takes a folder of tubes or frame folders)")
     items = find_items(src)
     if not items:
         raise ConfigError(f"{src}: no MP4 tubes and no folders of frame images to import")
