@@ -294,6 +294,8 @@ def parse_spec(data: Any, *, path: Optional[Path] = None, known_archs: Optional[
     extract = data.get("extract") or {}
     if not isinstance(extract, dict):
         raise ConfigError(f"{where}: 'extract' must be a mapping of ExtractConfig fields")
+    if isinstance(extract.get("detector_weights"), str):  # relative to the ensemble file, like members' weights
+        extract = {**extract, "detector_weights": str(_expand(extract["detector_weights"], base))}
     try:
         ExtractConfig.for_inference(**extract)
     except TypeError as e:

@@ -129,3 +129,15 @@ def test_detection_flags_override_file_then_published_defaults():
     cfg = extract_config_from_args(a, {"margin": 0.2, "detect_long_side": 640}, device="cuda")
     assert (cfg.margin, cfg.detect_long_side, cfg.thresholds, cfg.retry, cfg.top_k, cfg.first_frames,
             cfg.crop, cfg.device) == (0.2, 960, (0.6, 0.7, 0.7), False, 2, 50, "follow", "cuda")
+
+
+def test_extract_detector_weights_are_relative_to_the_ensemble_file(tmp_path):
+    from infer.spec import load_spec
+
+    sub = tmp_path / "ens"
+    sub.mkdir()
+    f = sub / "e.yaml"
+    f.write_text("members:\n  - {arch: mc3, weights: w.pt}\n"
+                 "extract: {detector: retinaface, detector_weights: weights/mobilenet0.25_Final.pth}\n")
+    spec = load_spec(f)
+    assert spec.extract["detector_weights"] == str(sub / "weights" / "mobilenet0.25_Final.pth")
