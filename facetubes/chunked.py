@@ -104,16 +104,20 @@ class ChunkedResult:
     """Seconds: ``detect_s``, ``track_s``, ``crop_encode_s``, ``decode_once_s``."""
     stats: dict = field(default_factory=dict)
     """``n_chunks``, ``chunk_frames`` (frames per chunk), ``max_frames_held`` (decoded frames alive at most),
-    ``n_relinked`` (tracks whose earlier links changed after their frames were cut: a new tube part)."""
+    ``n_relinked`` (tracks whose earlier links changed after their frames were cut: a new tube part),
+    ``max_open_tubes`` (tubes being written at once at most: one chunk's)."""
 
 
 def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector, *,
                 open_tube: Callable[[int], object], write: Callable[[object, object], None],
+                finish_tube: Optional[Callable[[object], None]] = None,
                 scale: Optional[float] = None, threads: int = 0, pix_fmt: str = "rgb24",
                 on_chunk: Optional[Callable[[int], None]] = None) -> ChunkedResult:
     """One decoding pass over ``path``: detect, track, crop and hand every tube frame to ``write(handle, frame)``
     (``frame``: a ``size x size`` ``av.VideoFrame`` in ``pix_fmt``), where ``handle = open_tube(key)`` was made
-    when the tube started. ``on_chunk(n_frames_held)`` is called before each chunk is processed (tests count the
+    when the tube started. ``finish_tube(handle)`` is called as soon as a tube can get no more frames (a file
+    writer flushes its encoder there, so that the encoders alive are those of the open tubes, not of every tube
+    cut so far). ``on_chunk(n_frames_held)`` is called before each chunk is processed (tests count the
     frames alive with it). Tubes that end shorter than ``config.min_frames`` or whose track is not in the
     ``top_k`` come back in ``discarded`` (their handles, for the caller to throw away)."""
     import av.video.reformatter
@@ -143,6 +147,7 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
     stats = {"n_chunks": 0, "chunk_frames": chunk, "max_frames_held": 0, "n_relinked": 0}
     tracks: list[Track] = []
     keep = max(1, int(CONTEXT_SIGMAS * config.follow_sigma + 0.5))
+    max_open = [0]
 
     def detect(frames: list) -> None:
         t0 = time.perf_counter()
@@ -166,6 +171,7 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
 
     def process(buf: list, c0: int, c1: int, final: bool, n_total: int) -> None:
         nonlocal tracks, open_tubes
+        n_done = len(done)
         stats["n_chunks"] += 1
         stats["max_frames_held"] = max(stats["max_frames_held"], len(buf))
         if on_chunk is not None:
@@ -221,7 +227,9 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
                 done.append(tube)
         done.extend(by_prefix.values())  # their tracks ended (or changed) before this chunk
         open_tubes = still_open
+        max_open[0] = max(max_open[0], len(still_open) + len(done) - n_done)
         _cut(buf, work, info, config.size, pix_fmt, write)
+        _finish_tubes(done[n_done:], finish_tube)
         timings["crop_encode_s"] += time.perf_counter() - t0
 
     buf: list = []
@@ -246,7 +254,9 @@ def decode_once(path, info: VideoInfo, config: ExtractConfig, detector: Detector
     if buf:
         process(buf, c0, n_total, True, n_total)
     buf = []
+    _finish_tubes(open_tubes, finish_tube)
     done.extend(open_tubes)
+    stats["max_open_tubes"] = max_open[0]
     tubes, discarded = _finish(done, tracks, config)
     timings = {k: round(v, 4) for k, v in timings.items()}
     timings["decode_once_s"] = round(time.perf_counter() - t_start, 4)
@@ -265,6 +275,16 @@ def _cut(buf: list, work: list, info: VideoInfo, size: int, pix_fmt: str, write:
             if a <= idx < b:
                 write(tube.writer, cut_frame(frame, boxes[idx - a], stored[idx - a], info.rotation, size, pix_fmt,
                                              tube.scaler, rgb))
+
+
+def _finish_tubes(tubes: list[_OpenTube], finish_tube: Optional[Callable[[object], None]]) -> None:
+    """Release what a finished tube holds: its scaler, and (through ``finish_tube``) its encoder."""
+    for tube in tubes:
+        if tube.scaler is None:
+            continue  # finished already (a tube can be listed twice)
+        tube.scaler = None
+        if finish_tube is not None:
+            finish_tube(tube.writer)
 
 
 def _part_pieces(track_start: int, a: int, b: int, config: ExtractConfig) -> list[tuple[int, int, int]]:

@@ -379,7 +379,8 @@ def extract_tubes_in_memory(path: str | os.PathLike, config: Optional[ExtractCon
 
 def analyse_once(path, config: ExtractConfig, detector: Optional[Detector], *, open_tube: Callable[[int], object],
                  write: Callable[[object, object], None], info: Optional[VideoInfo] = None,
-                 pix_fmt: str = "rgb24") -> tuple[_Analysis, list]:
+                 pix_fmt: str = "rgb24", finish_tube: Optional[Callable[[object], None]] = None,
+                 ) -> tuple[_Analysis, list]:
     """The single-decode path (:mod:`facetubes.chunked`) with the retries of :func:`analyse`: returns the
     analysis (its ``plans`` are the tubes that were cut) and, per plan, the handle ``open_tube`` made for it.
     Handles of tubes that were discarded (too short, not in ``top_k``, a retry's) go to ``discard``."""
@@ -398,7 +399,7 @@ def analyse_once(path, config: ExtractConfig, detector: Optional[Detector], *, o
 
     def run(scale: Optional[float]):
         return decode_once(path, info, config, detector, open_tube=open_tube, write=write, scale=scale,
-                           threads=config.decode_threads, pix_fmt=pix_fmt)
+                           finish_tube=finish_tube, threads=config.decode_threads, pix_fmt=pix_fmt)
 
     with _detector_threads(config):
         r = run(None)
@@ -528,7 +529,8 @@ def _write_tubes_once(path: Path, info: VideoInfo, config: ExtractConfig, detect
 
     try:
         a, handles = analyse_once(path, config, detector, open_tube=open_tube,
-                                  write=lambda w, frame: w.write_frame(frame), info=info, pix_fmt=config.pix_fmt)
+                                  write=lambda w, frame: w.write_frame(frame), info=info, pix_fmt=config.pix_fmt,
+                                  finish_tube=lambda w: w.finish())
         names = [_tube_name(stem, p, a.plans) for _, p in a.plans]
         written = []
         for w, name in zip(handles, names):

@@ -326,7 +326,7 @@ class VideoWriter:
         """Append an ``av.VideoFrame`` of the writer's size (any pixel format; converted if needed).
 
         ``pts`` in units of ``time_base`` (default: frame number / fps)."""
-        if self._closed:
+        if self._closed or self._container is None:
             raise ValueError(f"{self.path}: writer is closed")
         if (frame.width, frame.height) != (self.width, self.height):
             raise ValueError(f"expected a {self.width}x{self.height} frame, got {frame.width}x{frame.height}")
@@ -335,15 +335,23 @@ class VideoWriter:
         self._run(lambda: [self._container.mux(p) for p in self._stream.encode(frame)], "encode")
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Flush the encoder, finish the file and move it onto ``path``."""
-        if self._closed:
+    def finish(self) -> None:
+        """Flush the encoder and finish the file under its temporary name, freeing the encoder's memory; no
+        more frames can be written. :meth:`close` then moves it onto ``path``; :meth:`abort` deletes it."""
+        if self._closed or self._container is None:
             return
         if self.frames_written == 0:
             self.abort()
             raise VideoError(f"{self.path}: no frames were written")
         self._run(lambda: [self._container.mux(p) for p in self._stream.encode(None)], "finish")
         self._run(self._container.close, "finish")
+        self._container = self._stream = None
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and move it onto ``path``."""
+        if self._closed:
+            return
+        self.finish()
         self._closed = True
         try:
             os.replace(self.tmp_path, self.path)

@@ -187,3 +187,41 @@ def test_one_chunk_gives_exactly_the_two_pass_tubes(crossing, gt_detector):
         assert (a.plan.start, a.plan.stop) == (b.plan.start, b.plan.stop)
         assert np.array_equal(a.plan.boxes, b.plan.boxes)
         assert np.array_equal(a.frames, b.frames)
+
+
+def test_a_tube_is_finished_when_it_ends_not_at_the_end_of_the_video(tmp_path, gt_detector):
+    """A finished tube's encoder is flushed as soon as its track ends (a chunk later at most), so the encoders alive
+    are those of the open tubes: with every tube kept open to the end, memory grew with the video's length
+    (1297 -> 1625 MiB peak RSS from 10 s to 60 s on a portrait DFDC video, benchmarks/RESULTS.md)."""
+    from facetubes.chunked import decode_once
+
+    path = tmp_path / "enter_leave.mp4"
+    truth = make_video(path, "enter_leave", width=320, height=240, n_frames=120, seed=3)  # p1: frames 36-84
+    info = probe(path)
+    events: list = []
+
+    class Handle:
+        def __init__(self, key):
+            self.key, self.frames, self.finished = key, 0, False
+
+    def write(h, frame):
+        assert not h.finished, f"tube {h.key} got a frame after it was finished"
+        h.frames += 1
+        events.append(("frame", h.key))
+
+    def finish(h):
+        assert not h.finished, f"tube {h.key} finished twice"
+        h.finished = True
+        events.append(("finish", h.key, last_chunk[0]))
+
+    last_chunk = [0]
+    r = decode_once(path, info, ExtractConfig(min_frames=8, chunk_frames=20), gt_detector(truth),
+                    open_tube=Handle, write=write, finish_tube=finish,
+                    on_chunk=lambda n: last_chunk.__setitem__(0, last_chunk[0] + 1))
+    handles = [h for _, _, h in r.tubes] + list(r.discarded)
+    assert len(r.tubes) == 2 and all(h.finished for h in handles)
+    (short,) = [h for tr, plan, h in r.tubes if plan.stop < info.n_frames]  # p1's tube, ending near frame 84
+    finished_at = [e[2] for e in events if e[0] == "finish" and e[1] == short.key][0]
+    # p1's last frame (83) is in the 5th chunk of 6: finished there or in the next, not at the end of the video
+    assert finished_at <= 83 // 20 + 1 < r.stats["n_chunks"], (finished_at, r.stats)
+    assert r.stats["max_open_tubes"] <= 2

@@ -346,3 +346,23 @@ def test_truncated_faststart_file_is_detected(tmp_path, clip) -> None:
     cut.write_bytes(data[: int(len(data) * 0.6)])
     with pytest.raises(VideoError, match="cut.mp4: truncated \\('mdat' box"):
         probe(cut)
+
+
+def test_writer_finish_flushes_early_then_close_installs_or_abort_deletes(tmp_path):
+    import av
+
+    frames = [np.full((32, 32, 3), 10 * k, np.uint8) for k in range(5)]
+    for end in ("close", "abort"):
+        w = VideoWriter(tmp_path / f"{end}.mp4", fps=25, width=32, height=32)
+        for f in frames:
+            w.write_frame(av.VideoFrame.from_ndarray(f, format="rgb24"))
+        w.finish()
+        assert w.tmp_path.stat().st_size > 0 and not w.path.exists()  # a complete file, still under its temp name
+        with pytest.raises(ValueError, match="closed"):
+            w.write_frame(av.VideoFrame.from_ndarray(frames[0], format="rgb24"))
+        w.finish()  # twice is harmless
+        getattr(w, end)()
+        assert not w.tmp_path.exists()
+        assert w.path.exists() == (end == "close")
+    with av.open(str(tmp_path / "close.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
