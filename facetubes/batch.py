@@ -154,17 +154,30 @@ def _init_worker(config_dict: dict, n_threads: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _process(source: str, stem: str, out_dir: str) -> VideoResult:
+def _process(source: str, stem: str, out_dir: str, original: Optional[tuple[str, str]] = None) -> VideoResult:
+    """One video. ``original``: ``(name, source)`` of the real video whose boxes a fake reuses
+    (``--boxes-from-original``; ``name`` empty when the labels name none: the fake falls back)."""
     from .detect import make_detector
     from .pipeline import extract_tubes
 
     config: ExtractConfig = _WORKER["config"]
     t0 = time.perf_counter()
     try:
-        if _WORKER.get("detector") is None:
-            _WORKER["detector"] = make_detector(config.device, config.thresholds, name=config.detector,
-                                                weights=config.detector_weights)
-        manifest = extract_tubes(source, out_dir, config, detector=_WORKER["detector"], stem=stem)
+        manifest = None
+        extra = None
+        if original is not None:
+            from .original import Fallback, extract_from_original
+
+            try:
+                manifest = extract_from_original(source, out_dir, config, original=original[0], stem=stem,
+                                                 original_source=original[1] or None)
+            except Fallback as fb:
+                extra = {"boxes_from_original": {"used": False, "original": original[0], "reason": str(fb)}}
+        if manifest is None:
+            if _WORKER.get("detector") is None:
+                _WORKER["detector"] = make_detector(config.device, config.thresholds, name=config.detector,
+                                                    weights=config.detector_weights)
+            manifest = extract_tubes(source, out_dir, config, detector=_WORKER["detector"], stem=stem, extra=extra)
         return VideoResult(source, stem, manifest["status"], len(manifest["tubes"]),
                            seconds=time.perf_counter() - t0)
     except FacetubesError as e:
@@ -212,12 +225,20 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   config: Optional[ExtractConfig] = None, *, workers: int = 1,
                   shard: Optional[tuple[int, int]] = None, overwrite: bool = False,
                   labels: Optional[dict[str, Label]] = None, progress: bool = True,
-                  detector=None, names: Optional[dict[str, str]] = None) -> BatchSummary:
+                  detector=None, names: Optional[dict[str, str]] = None,
+                  boxes_from_original: bool = False) -> BatchSummary:
     """Extract tubes for every input video into ``out_dir``; see the module docstring.
 
     ``names``: ``{absolute source path: video name}`` for sources whose output folder is not their file stem
-    (dataset readers name FF++ videos ``Deepfakes-c23-000_003``, whose stems collide)."""
+    (dataset readers name FF++ videos ``Deepfakes-c23-000_003``, whose stems collide).
+
+    ``boxes_from_original``: faces are detected in the real videos only; every fake that ``labels`` gives an
+    ``original`` is cut with that original's crop boxes, plus difference masks (:mod:`facetubes.original`).
+    The originals of the inputs are done first; with ``shard``, a fake goes to its original's shard."""
     config = config or ExtractConfig()
+    if boxes_from_original and not labels:
+        raise ConfigError("--boxes-from-original needs --labels that name each fake's original "
+                          "(DFDC metadata.json, a dataset root, or a CSV with an 'original' column)")
     if detector is None:
         from .mtcnn import torch_device
 
@@ -239,9 +260,16 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     summary = BatchSummary(results=list(problems))
     todo: list[tuple[str, str]] = []
     stems: dict[str, str] = {}
+    original_of: dict[str, str] = {}  # fake's name -> its original's name ("" when the labels name none)
     for v in videos:
         stem = (names or {}).get(os.path.normpath(str(v.absolute())), v.stem)
-        if not in_shard(stem, shard):
+        if boxes_from_original:
+            from .manifest import find_label
+
+            lab = find_label(labels or {}, stem, str(v))
+            if lab is not None and lab.label == 1:
+                original_of[stem] = lab.original
+        if not in_shard(original_of.get(stem) or stem, shard):
             continue
         if stem in stems:
             summary.results.append(VideoResult(str(v), stem, "error",
@@ -272,12 +300,19 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         bar.update(1)
         bar.set_postfix(tubes=summary.n_tubes, failed=summary.n_failed, refresh=False)
 
+    # with boxes from the original: the videos that detect first, then the fakes that reuse their boxes
+    source_of = {stem: source for source, stem in todo}
+    source_of.update({st: src for st, src in stems.items() if st not in source_of})
+    phases = [[(s, st, None) for s, st in todo if st not in original_of],
+              [(s, st, (original_of[st], source_of.get(original_of[st], ""))) for s, st in todo if st in original_of]]
+    phases = [ph for ph in phases if ph]
     try:
         if workers <= 1 or len(todo) <= 1:
             _WORKER.clear()
             _WORKER.update(config=config, detector=detector)
-            for source, stem in todo:
-                record(_process(source, stem, str(out)))
+            for phase in phases:
+                for source, stem, orig in phase:
+                    record(_process(source, stem, str(out), orig))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             if not config.decode_threads:  # FFmpeg's default is a thread per core in *each* worker
@@ -285,13 +320,15 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
             ctx = mp.get_context("spawn")  # torch and fork do not mix
             with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(config.to_dict(), threads)) as pool:
-                futures = [pool.submit(_process, s, st, str(out)) for s, st in todo]
-                for fut in cf.as_completed(futures):
-                    try:
-                        record(fut.result())
-                    except Exception as e:  # a worker process died (out of memory, segfault in a codec)
-                        source, stem = todo[futures.index(fut)]
-                        record(VideoResult(source, stem, "error", error=f"{source}: worker crashed ({one_line(e)})"))
+                for phase in phases:  # a phase ends before the next starts: fakes need finished originals
+                    futures = {pool.submit(_process, s, st, str(out), orig): (s, st) for s, st, orig in phase}
+                    for fut in cf.as_completed(futures):
+                        try:
+                            record(fut.result())
+                        except Exception as e:  # a worker process died (out of memory, segfault in a codec)
+                            source, stem = futures[fut]
+                            record(VideoResult(source, stem, "error",
+                                               error=f"{source}: worker crashed ({one_line(e)})"))
     finally:
         bar.close()
         summary.index_path, summary.n_index_rows = rebuild_index(out, labels)

@@ -112,7 +112,7 @@ def _cmd_extract(a: argparse.Namespace) -> int:
     found = _load_labels(a)
     summary = extract_batch(a.inputs, a.out, config, workers=a.workers, shard=shard, overwrite=a.overwrite,
                             labels=found.labels if found else None, progress=not a.quiet,
-                            names=found.names if found else None)
+                            names=found.names if found else None, boxes_from_original=a.boxes_from_original)
     if a.preview:
         from .preview import batch_preview
 
@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "method/compression to index.csv")
     p.add_argument("--dataset", metavar="NAME", help="force the layout of the --labels roots (see `facetubes "
                                                      "datasets`)")
+    p.add_argument("--boxes-from-original", action="store_true",
+                   help="detect faces in the real videos only and cut every fake the --labels give an original "
+                        "with that original's crop boxes (pixel-aligned tubes, plus diff/<tube>.mp4 masks of "
+                        "1 - SSIM); a fake whose original is unusable falls back to its own detection")
     p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

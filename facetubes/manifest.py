@@ -128,7 +128,9 @@ class Label:
     """Ground truth for one video: ``label`` 1 = fake, 0 = real; ``group`` keeps a fake with its original.
 
     ``dataset``, ``method`` (the manipulation; empty for reals), ``compression`` and ``folder`` come from the
-    dataset readers of :mod:`facetubes.datasets`; an empty ``folder`` means "the source's parent folder"."""
+    dataset readers of :mod:`facetubes.datasets`; an empty ``folder`` means "the source's parent folder".
+    ``original``: for a fake whose labels name the real video it was made from, that video's name (its output
+    folder), else ``""`` (``facetubes extract --boxes-from-original`` reuses that video's face tracks)."""
 
     label: int
     group: str
@@ -137,6 +139,7 @@ class Label:
     method: str = ""
     compression: str = ""
     folder: str = ""
+    original: str = ""
 
 
 def _parse_label(value: object, where: str) -> int:
@@ -160,7 +163,8 @@ def _labels_from_dfdc(path: Path, data: dict) -> dict[str, Label]:
         label = _parse_label(meta["label"], f"{path}: {name}")
         original = meta.get("original")
         group = _stem(original) if (label == 1 and original) else _stem(name)
-        out[_stem(name)] = Label(label, group, str(meta.get("split") or ""))
+        out[_stem(name)] = Label(label, group, str(meta.get("split") or ""),
+                                 original=_stem(original) if (label == 1 and original) else "")
     return out
 
 
@@ -172,6 +176,7 @@ def _labels_from_csv(path: Path, text: str) -> dict[str, Label]:
         raise ConfigError(f"{path}: a labels CSV needs a 'filename' (or 'video') column and a 'label' column")
     group_col = next((cols[c] for c in ("group", "original") if c in cols), None)
     split_col = cols.get("split")
+    original_col = cols.get("original")
     out: dict[str, Label] = {}
     for i, row in enumerate(reader, start=2):
         name = (row.get(name_col) or "").strip()
@@ -179,7 +184,9 @@ def _labels_from_csv(path: Path, text: str) -> dict[str, Label]:
             continue
         label = _parse_label(row.get(cols["label"], ""), f"{path}:{i}")
         group = _stem(row[group_col]) if group_col and (row.get(group_col) or "").strip() else _stem(name)
-        out[_stem(name)] = Label(label, group, (row.get(split_col) or "").strip() if split_col else "")
+        original = (row.get(original_col) or "").strip() if original_col and label == 1 else ""
+        out[_stem(name)] = Label(label, group, (row.get(split_col) or "").strip() if split_col else "",
+                                 original=_stem(original) if original else "")
     return out
 
 

@@ -446,13 +446,15 @@ def video_stem(path: str | os.PathLike) -> str:
 
 
 def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: Optional[ExtractConfig] = None, *,
-                  detector: Optional[Detector] = None, stem: Optional[str] = None) -> dict:
+                  detector: Optional[Detector] = None, stem: Optional[str] = None,
+                  extra: Optional[dict] = None) -> dict:
     """Extract the face tubes of one video into ``out_dir/<stem>/``: ``<stem>_t<k>.mp4`` per tube and
     ``tubes.json``. Returns the manifest (also for videos with no face: zero tubes is a normal result).
 
     The video's folder is assembled in a hidden temporary folder and renamed into place, so a killed job never
     leaves a half-written tube; an existing folder for the video is replaced.
     Raises :class:`VideoError` for unreadable input and :class:`OutputError` when ``out_dir`` is not writable.
+    ``extra``: fields added to the manifest (the batch job's ``boxes_from_original`` record of a fallback).
     """
     config = config or ExtractConfig()
     path = Path(path)
@@ -479,6 +481,7 @@ def extract_tubes(path: str | os.PathLike, out_dir: str | os.PathLike, config: O
             a.timings["crop_encode_s"] = round(time.perf_counter() - t0, 4)
         a.timings["total_s"] = round(time.perf_counter() - t_start, 4)
         manifest = _manifest(path, stem, a, names, written, config, detector)
+        manifest.update(extra or {})
         write_manifest(work, manifest)
         _install_dir(work, out_dir / stem)
     except BaseException:

@@ -70,6 +70,9 @@ def test_ffpp_labels_groups_official_split_methods_and_compressions(tmp_path):
     # a fake A_B is grouped with both originals A and B
     assert lab["youtube-c23-000"].group == lab["youtube-c23-001"].group == lab["FaceShifter-c23-000_001"].group
     assert lab["FaceShifter-c23-000_001"].method == "FaceShifter"
+    # the original of A_B is the target A's video of the same compression (for --boxes-from-original)
+    assert fake.original == "youtube-c40-001" and lab["FaceShifter-c23-000_001"].original == "youtube-c23-000"
+    assert real.original == "" and lab["DeepFakeDetection-c23-01_02__walking__YVGY8LOK"].original == ""
     # DFD: actors are other people than the youtube ids, and have no official split
     dfd = lab["DeepFakeDetection-c23-01_02__walking__YVGY8LOK"]
     assert (dfd.label, dfd.group, dfd.split) == (1, "dfd:01", "")
@@ -153,6 +156,7 @@ def test_dfdc_parts_public_test_and_preview(tmp_path):
     touch(parts, "dfdc_train_part_0/aaa.mp4", "dfdc_train_part_0/bbb.mp4", "dfdc_train_part_0/zzz.mp4")
     ls = load(parts)
     assert ls.labels["ccc"].group == ls.labels["bbb"].group == "aaa"  # fakes of one original, across parts
+    assert ls.labels["ccc"].original == ls.labels["bbb"].original == "aaa" and ls.labels["aaa"].original == ""
     assert ls.labels["ccc"].folder == "dfdc_train_part_1" and ls.labels["ccc"].dataset == "dfdc"
     assert ls.absent() == ["dfdc_train_part_1/ccc.mp4"] and ls.unlabelled() == ["dfdc_train_part_0/zzz.mp4"]
     assert "1 videos named by the labels but absent: dfdc_train_part_1/ccc.mp4" in ls.summary()

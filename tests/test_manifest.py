@@ -47,6 +47,11 @@ def test_csv_labels_accept_words_and_numbers(tmp_path):
     labels = load_labels(p)
     assert (labels["v1"].label, labels["v1"].group, labels["v1"].split) == (1, "v2", "val")
     assert (labels["v2"].label, labels["v2"].group) == (0, "v2")
+    assert (labels["v1"].original, labels["v2"].original) == ("v2", "")  # what --boxes-from-original reuses
+    from facetubes.manifest import labels_from_file
+
+    assert labels_from_file(_dfdc(tmp_path))["bbb"].original == "aaa"
+    assert labels_from_file(_dfdc(tmp_path))["ccc"].original == ""
 
 
 @pytest.mark.parametrize("content, match", [

@@ -48,6 +48,8 @@ class VideoEntry:
         dataset, method, compression, folder: the index columns of the same names (``method`` is ``""`` for
             real videos unless the dataset names one).
         exists: False when a label file names the video but the file is absent.
+        original: for a fake, the ``key`` of the real video it was made from when the layout says so (DFDC's
+            ``original``, the FF++ target video), else ``""``.
     """
 
     key: str
@@ -60,6 +62,7 @@ class VideoEntry:
     compression: str = ""
     folder: str = ""
     exists: bool = True
+    original: str = ""
 
 
 @dataclass
@@ -188,8 +191,11 @@ def build_table(results: Sequence[ReadResult], make_label: Callable[..., object]
     together (identities are namespaced by dataset, so FF++ targets reused by DeeperForensics join their groups)."""
     entries = [e for res in results for e in res.entries]
     groups = identity_groups(e.ids for e in entries)
+    name_of = {e.key: e.name for e in entries}
     labels = [make_label(label=e.label, group=g, split=e.split, dataset=e.dataset, method=e.method,
-                         compression=e.compression, folder=e.folder) for e, g in zip(entries, groups)]
+                         compression=e.compression, folder=e.folder,
+                         original=name_of.get(e.original, Path(e.original).stem) if e.original else "")
+              for e, g in zip(entries, groups)]
     stem_of = [os.path.splitext(os.path.basename(e.key))[0] for e in entries]
     count: dict[str, int] = {}
     for stem in stem_of:

@@ -65,7 +65,8 @@ def metadata_entries(root: Path, meta_path: Path) -> tuple[list[VideoEntry], lis
         original = meta.get("original")
         ident = os.path.splitext(os.path.basename(str(original)))[0] if (label == 1 and original) else stem
         entries.append(VideoEntry(prefix + name, stem, label, (ident,), str(meta.get("split") or ""), "dfdc", "",
-                                  "", folder_name, exists=name in present))
+                                  "", folder_name, exists=name in present,
+                                  original=prefix + str(original) if (label == 1 and original) else ""))
     unlabelled = [prefix + n for n in sorted(present) if n.lower().endswith(".mp4") and n not in data
                   and (folder / n).is_file()]
     return entries, unlabelled

@@ -76,8 +76,10 @@ def _entry(root: Path, path: Path, split_of: dict[str, str]) -> VideoEntry | Non
     target, source = m.groups()
     s_t, s_s = split_of.get(target, ""), split_of.get(source, "")
     split = s_t if s_t == s_s else ""  # the official lists always agree; a disagreement gets no split
+    # a face swap or reenactment keeps the target video's frames around the face: that is its original
+    original = "/".join(("original_sequences", "youtube", comp, parts[-2], target + path.suffix))
     return VideoEntry(key, safe_name(kind, comp, stem), 1, (f"ffpp:{target}", f"ffpp:{source}"), split, "ffpp",
-                      kind, comp, folder)
+                      kind, comp, folder, original=original)
 
 
 class FFPPReader:
