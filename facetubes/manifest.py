@@ -292,6 +292,9 @@ class TubeRecord:
     dataset: str = ""
     method: str = ""
     compression: str = ""
+    original: str = ""
+    """For a fake, the name of the real video it was made from, when the labels (or ``--boxes-from-original``)
+    say so; the paired sampler pairs its tubes with that video's."""
 
 
 INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TubeRecord))
@@ -306,6 +309,9 @@ def records_from_manifest(manifest_path: Path, manifest: dict, labels: Optional[
     stem = manifest.get("video") or video_dir.name
     source = str(manifest.get("source", ""))
     lab = find_label(labels or {}, stem, source)
+    from_original = manifest.get("boxes_from_original") or {}
+    original = (lab.original if lab and lab.original else "") or \
+        (from_original.get("original", "") if from_original.get("used") else "")
     rows = []
     for t in manifest.get("tubes", []):
         rows.append(TubeRecord(
@@ -316,7 +322,7 @@ def records_from_manifest(manifest_path: Path, manifest: dict, labels: Optional[
             label=lab.label if lab else None, group=lab.group if lab else stem, split=lab.split if lab else "",
             folder=(lab.folder if lab and lab.folder else Path(source).parent.name if source else ""),
             dataset=lab.dataset if lab else "", method=lab.method if lab else "",
-            compression=lab.compression if lab else "",
+            compression=lab.compression if lab else "", original=original,
         ))
     return rows
 
@@ -408,5 +414,5 @@ def _labels_in_index(path: Path) -> dict[str, Label]:
         records = read_index(path)
     except ConfigError:
         return {}
-    return {r.video: Label(r.label, r.group or r.video, r.split, r.dataset, r.method, r.compression, r.folder)
-            for r in records if r.label is not None}
+    return {r.video: Label(r.label, r.group or r.video, r.split, r.dataset, r.method, r.compression, r.folder,
+                           r.original) for r in records if r.label is not None}

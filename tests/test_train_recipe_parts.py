@@ -207,6 +207,19 @@ def test_pairs_share_frame_and_seed_and_never_straddle_ranks_or_batches() -> Non
             assert shard[k][1:] == shard[k + 1][1:] and t.labels[shard[k][0]] == 0
 
 
+def test_pairs_follow_the_original_and_show_the_same_source_frame() -> None:
+    # group is a dataset component (FF++ style), so only ``original`` says which real each fake belongs to
+    t = TubeTable(np.array([0, 1, 1, 0]), np.array([30, 30, 20, 30]), ("r0", "f0", "f1", "r1"),
+                  ("ffpp:0",) * 4, np.zeros(4, np.int64), start=np.array([0, 10, 0, 50]),
+                  original=("", "r0", "r1", ""))
+    assert fake_partners(t) == {0: [1]}  # f1 (frames 0-19) shares no frame with r1 (frames 50-79)
+    idx, _, frames = epoch_plan(t, PlanSettings(mode="paired", frame_every=5), seed=0, epoch=0)
+    got = sorted((int(frames[k]), int(frames[k + 1])) for k in range(0, len(idx), 2))
+    # r0 position p is source frame p; f0 position q is source frame 10 + q: shared frames 10-29
+    assert got == [(10 + p, p) for p in range(0, 20, 5)]
+    assert all(t.start[idx[k]] + frames[k] == t.start[idx[k + 1]] + frames[k + 1] for k in range(0, len(idx), 2))
+
+
 def test_paired_samples_get_the_same_frame_and_augmentation(tmp_path: Path) -> None:
     frames = tube_frames(12, 40, fake=False, seed=5)
     recs = []

@@ -14,15 +14,17 @@ Settings (``TrainConfig``):
 - ``sample_unit`` ``video``: each epoch one random tube of each video (the 67th place: one random frame per video).
 - ``sampling``: ``balanced`` (the rarer class whole + as many fresh draws of the other, per sample: the 1st
   place's "fakes subsampled to the number of reals"), ``shuffle``, or ``paired``: every real tube that has a fake
-  (a tube whose ``group`` is the real's video stem, preferring the same track number) is paired each epoch with
-  one of them; the two samples are adjacent, share the frame position and the augmentation seed (so, with the
-  same tube geometry, the same crop, flip, colour and part dropout), and stay in the same batch (even batch size).
+  (a tube whose ``original``, else ``group``, is the real's video name, preferring the same track number) is
+  paired each epoch with one of them; the two samples are adjacent, show the same source frame (positions shifted
+  when the two tubes start at different frames; only frames both cover), share the augmentation seed (so, with
+  the same tube geometry, the same crop, flip, colour and part dropout), and stay in the same batch (even batch
+  size). Tubes cut with ``facetubes extract --boxes-from-original`` have the same geometry: pixel-aligned pairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -40,13 +42,17 @@ class TubeTable:
     video: tuple[str, ...]
     group: tuple[str, ...]
     track: np.ndarray     # (N,) int64
+    start: Optional[np.ndarray] = None  # (N,) int64 source frame of each tube's first frame (None: all 0)
+    original: Optional[tuple[str, ...]] = None  # a fake's original video ("" unknown; None: use ``group``)
 
     @classmethod
     def from_records(cls, records: Sequence[TubeRecord]) -> "TubeTable":
         return cls(labels=np.array([int(r.label or 0) for r in records], np.int64),
                    n_frames=np.array([max(int(r.n_frames), 1) for r in records], np.int64),
                    video=tuple(r.video for r in records), group=tuple(r.group for r in records),
-                   track=np.array([int(r.track) for r in records], np.int64))
+                   track=np.array([int(r.track) for r in records], np.int64),
+                   start=np.array([int(r.start_frame) for r in records], np.int64),
+                   original=tuple(getattr(r, "original", "") or "" for r in records))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,20 +71,33 @@ class PlanSettings:
 def fake_partners(table: TubeTable) -> dict[int, list[int]]:
     """For every real tube with at least one fake, the fake tubes that may be its partner.
 
-    A fake belongs to a real video when its ``group`` is that video's stem (``facetubes`` writes a fake's
-    original as its group). Fakes with the real tube's track number are preferred; if none has it, any fake of
-    that video. Returns ``{real index: [fake indices]}`` in index order.
+    A fake belongs to a real video when its ``original`` names that video (DFDC, FF++ and CSV labels, and
+    ``--boxes-from-original``), else when its ``group`` is that video's name (a DFDC fake's group is its
+    original). Fakes with the real tube's track number are preferred; if none has it, any fake of that video.
+    Pairs that share no source frame are left out. Returns ``{real index: [fake indices]}`` in index order.
     """
     fakes_by_group: dict[str, list[int]] = {}
     for j in np.flatnonzero(table.labels == 1):
-        fakes_by_group.setdefault(table.group[j], []).append(int(j))
+        owner = (table.original[j] if table.original is not None else "") or table.group[j]
+        fakes_by_group.setdefault(owner, []).append(int(j))
     out: dict[int, list[int]] = {}
     for i in np.flatnonzero(table.labels == 0):
-        cands = fakes_by_group.get(table.video[i], [])
+        cands = [j for j in fakes_by_group.get(table.video[i], []) if _overlap(table, int(i), j)[1] > 0]
         same_track = [j for j in cands if table.track[j] == table.track[i]]
         if same_track or cands:
             out[int(i)] = same_track or cands
     return out
+
+
+def _overlap(table: TubeTable, r: int, f: int) -> tuple[int, int]:
+    """``(shift, n)``: real position ``p`` shows the source frame of fake position ``p + shift``; ``n`` real
+    positions, from the first the fake covers, are shared."""
+    if table.start is None:
+        return 0, int(min(table.n_frames[r], table.n_frames[f]))
+    shift = int(table.start[r] - table.start[f])
+    lo = max(0, -shift)
+    hi = min(int(table.n_frames[r]), int(table.n_frames[f]) - shift)
+    return shift, max(0, hi - lo)
 
 
 def _chosen_tubes(table: TubeTable, unit: str, rng: np.random.Generator) -> np.ndarray:
@@ -104,23 +123,24 @@ def _expand(tubes: np.ndarray, table: TubeTable, s: PlanSettings) -> tuple[np.nd
 def _paired(table: TubeTable, s: PlanSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     partners = fake_partners(table)
     reals = sorted(partners)
-    pairs = []  # (real, fake, frame)
+    pairs = []  # (real, fake, real position, fake position - real position)
     for r in reals:
         f = int(rng.choice(partners[r]))
-        n = int(min(table.n_frames[r], table.n_frames[f]))
+        shift, n = _overlap(table, r, f)
+        lo = max(0, -shift)  # the first real position the fake covers
         if s.frame_every > 0:
-            pairs += [(r, f, p) for p in range(0, n, s.frame_every)]
+            pairs += [(r, f, lo + p, shift) for p in range(0, n, s.frame_every)]
         else:
-            pairs += [(r, f, int(rng.integers(n))) for _ in range(s.frames_per_tube)]
+            pairs += [(r, f, lo + int(rng.integers(n)), shift) for _ in range(s.frames_per_tube)]
     order = rng.permutation(len(pairs))
     seeds = rng.integers(0, 2**63 - 1, size=len(pairs), dtype=np.int64)
     idx = np.empty(2 * len(pairs), np.int64)
     frames = np.empty(2 * len(pairs), np.int64)
     both_seeds = np.empty(2 * len(pairs), np.int64)
     for k, o in enumerate(order):
-        r, f, p = pairs[o]
+        r, f, p, shift = pairs[o]
         idx[2 * k], idx[2 * k + 1] = r, f
-        frames[2 * k] = frames[2 * k + 1] = p
+        frames[2 * k], frames[2 * k + 1] = p, p + shift
         both_seeds[2 * k] = both_seeds[2 * k + 1] = seeds[k]
     return idx, both_seeds, frames
 
