@@ -10,7 +10,9 @@ Steps (each a subprocess with its own time limit, skipped when the remaining bud
 2. a training step of each registered architecture with AMP (bf16, fp16) and channels_last (``train_step.py``),
    against the data loader's clips per second for the same preset (``dataloading.py --skip-model``);
 3. ensemble inference per video (``ensemble.py --device cuda``);
-4. ``gpu_checks.py`` (GPU correctness checks), when present.
+4. ``gpu_checks.py`` (GPU correctness checks), when present;
+5. the frame recipes' B7 training step (bf16, 380 px) against one 1st-place loader process (``frame2d.py``), when
+   ``../shared`` has the sample tubes: 16 cores must give the step its frames.
 
 The outputs (markdown tables, as each script prints them) go under one ``## GPU figures`` section of RESULTS.md,
 replaced on every run, with the device, torch/CUDA versions, the git commit and each step's exact command.
@@ -33,6 +35,8 @@ RESULTS = BENCH / "RESULTS.md"
 HEADING = "## GPU figures (`make bench-gpu`, benchmarks/gpu.py)"
 SHARED_DFDC = next((p / "shared" / "data" / "real" / "dfdc" for p in (ROOT.parent, ROOT.parent.parent)
                     if (p / "shared" / "data" / "real" / "dfdc").is_dir()), None)
+SHARED_TUBES = next((p / "shared" / "data" / "real" / "medics_tubes" for p in (ROOT.parent, ROOT.parent.parent)
+                     if (p / "shared" / "data" / "real" / "medics_tubes").is_dir()), None)
 
 
 def architectures() -> list[tuple[str, tuple[int, int]]]:
@@ -73,6 +77,11 @@ def plan(device: str) -> list[tuple[str, list[str], int]]:
     checks = BENCH / "gpu_checks.py"
     if checks.exists():
         steps.append(("GPU correctness checks (gpu_checks.py)", [py, str(checks)], 90))
+    if SHARED_TUBES is not None:  # issue 10: one 1st-place loader process against the B7 step (AMP, 380 px)
+        steps.append(("frame recipes: B7 training step vs one dfdc-1st loader process",
+                      [py, str(BENCH / "frame2d.py"), "--device", device, "--amp", "bf16", "--batch", "16",
+                       "--archs", "tf_efficientnet_b7_ns", "--repeat", "3", "--loader", str(SHARED_TUBES),
+                       "--loader-samples", "60"], 60))
     archs = architectures()
     seen: set = set()
     for arch, preset in archs:  # the loader's clips per second depends only on the preset (clip length, crop)

@@ -11,17 +11,21 @@ Command line: ``facetubes predict`` and ``facetubes evaluate`` (see the README).
 """
 
 from .aggregate import clip_probability, combine_members, fake_probability, tube_probability, video_probability
-from .engine import EnsemblePredictor, Member, VideoPrediction
 from .metrics import average_precision, binary_metrics, equal_error_rate, log_loss, roc_auc, roc_curve
 from .spec import EnsembleSpec, MemberSpec, load_spec, parse_spec
 
+_LAZY = {"EnsemblePredictor": "engine", "Member": "engine", "VideoPrediction": "engine", "load_members": "members"}
+
 
 def __getattr__(name: str):
-    # models3d is only imported when members are actually loaded
-    if name == "load_members":
-        from .members import load_members
+    # torch (engine) and models3d (members) are imported on first use, so that `facetubes evaluate`, `datasets`,
+    # `index` and `--help` start in a fraction of a second instead of importing torch (~3 s)
+    if name in _LAZY:
+        import importlib
 
-        return load_members
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'infer' has no attribute {name!r}")
 
 

@@ -7,10 +7,12 @@ softmax averaged over flip TTA, mean over faces, plain mean over models, final c
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Literal, Optional, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: `facetubes evaluate` and the CLI start without it
+    import torch
 
 from facetubes.errors import ConfigError
 
@@ -40,6 +42,8 @@ def fake_probability(logits: torch.Tensor, fake_class: int = 1) -> torch.Tensor:
     Returns:
         ``(B,)`` float32 probabilities in [0, 1].
     """
+    import torch
+
     if logits.ndim != 2:
         raise ValueError(f"expected logits of shape (B, K), got {tuple(logits.shape)}")
     logits = logits.float()
