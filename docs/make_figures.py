@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("preview", "crops", "curves", "roc", "details")
+FIGURES = ("preview", "crops", "curves", "roc", "details", "original")
 DFDC_VIDEO = "real/dfdc/dfdc_train_part_10/widuwuoiur.mp4"
 MAX_BYTES = 300_000
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"]
@@ -306,6 +306,29 @@ def fig_details(work: Path, out: Path, details: Path | None, video_name: str | N
     _save_fig(draw_details(record, video, note=note), out / "details.png")
 
 
+def fig_original(work: Path, out: Path) -> None:
+    """A synthetic real/fake pair through ``extract --boxes-from-original`` (MTCNN on the real video only): the
+    fake tube, the real tube at the same frame and box, and the difference mask."""
+    import importlib.util
+
+    from facetubes import ExtractConfig, extract_batch, load_labels
+    from facetubes.manifest import read_manifest
+    from facetubes.synthetic import make_dataset
+
+    videos = work / "pair"
+    if not (videos / "metadata.json").exists():
+        make_dataset(videos, 1, 1, seed=3, scenario="one", width=320, height=240, n_frames=72, write_truth=False)
+    tubes = work / "pair_tubes"
+    extract_batch([videos], tubes, ExtractConfig(min_frames=32), labels=load_labels(videos), progress=False,
+                  boxes_from_original=True)
+    spec = importlib.util.spec_from_file_location("bfo", ROOT / "benchmarks" / "boxes_from_original.py")
+    bfo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bfo)  # type: ignore[union-attr]
+    manifests = {p.parent.name: read_manifest(p) for p in tubes.glob("*/tubes.json")}
+    bfo.figure(tubes, manifests, work / "boxes-from-original.png", title="synthetic real/fake pair")
+    _save_png(work / "boxes-from-original.png", out / "boxes-from-original.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder of the PNGs (docs/img)")
@@ -336,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             fig_roc(work, a.out, a.epochs)
         if "details" in only:
             fig_details(work, a.out, a.details, a.video)
+        if "original" in only:
+            fig_original(work, a.out)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
