@@ -7,8 +7,10 @@
 Figures (name: what it is drawn from):
 
 - ``preview-sample.png``: ``facetubes preview`` of a synthetic sample (its fake two-person video);
-- ``preview-dfdc.png``: ``facetubes preview`` of a real DFDC training video (``--shared``, default
-  ``../shared/data``; the figure is left out with a note when the folder is absent);
+- ``preview-street.png``: ``facetubes preview`` of the first 10 s of a real street scene with many people
+  (``real/street_facenet.mp4`` of ``--shared``, default ``../shared/data``; from the MIT-licensed facenet-pytorch
+  repository: the DFDC and FF++ videos there are research data, for tests and benchmarks only, not for the docs;
+  the figure is left out with a note when the file is absent);
 - ``crop-modes.png``: one synthetic track cropped with every mode of ``--crop-modes`` (rerun with the new modes
   when extraction gains one);
 - ``training-curves.png``: ``metrics.csv`` of a ``train3d`` run: the learning recipe of benchmarks/RESULTS.md
@@ -41,7 +43,7 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("preview", "crops", "curves", "roc", "details", "original")
-DFDC_VIDEO = "real/dfdc/dfdc_train_part_10/widuwuoiur.mp4"
+STREET_VIDEO = "real/street_facenet.mp4"
 MAX_BYTES = 300_000
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"]
 
@@ -92,13 +94,13 @@ def fig_preview(work: Path, out: Path, shared: Path) -> None:
     extract_batch([videos], tubes, ExtractConfig(min_frames=32), labels=load_labels(videos), progress=False)
     _save_png(batch_preview(tubes, work / "preview-sample.png", max_videos=1), out / "preview-sample.png")   # the fake
 
-    video = shared / DFDC_VIDEO
+    video = shared / STREET_VIDEO
     if not video.exists():
-        print(f"note: {video} not found; preview-dfdc.png left as it is", flush=True)
+        print(f"note: {video} not found; preview-street.png left as it is", flush=True)
         return
-    real = work / "dfdc_tubes"
-    extract_batch([video], real, ExtractConfig(), progress=False)
-    _save_png(batch_preview(real, work / "preview-dfdc.png"), out / "preview-dfdc.png")
+    real = work / "street_tubes"
+    extract_batch([video], real, ExtractConfig(first_frames=250), progress=False)
+    _save_png(batch_preview(real, work / "preview-street.png"), out / "preview-street.png")
 
 
 # --- crop modes ---------------------------------------------------------------------------------------------------
