@@ -5,7 +5,8 @@ detection, and what the difference masks show.
     .venv/bin/python benchmarks/boxes_from_original.py --figure docs/img/boxes-from-original.png
 
 In-process (``extract_batch``, one worker, MTCNN on CPU, the detector built before the clock starts): the FF++
-root as ``--labels`` and as input, once with ``boxes_from_original=True`` and once without; wall and CPU seconds
+root as ``--labels`` and as input, without ``boxes_from_original``, with it, and with it but ``diff_masks=False``;
+wall and CPU seconds
 per video (this process, all threads) from each video's ``timings.total_s`` and the batch's clock. Then, per fake
 tube: the difference mask's mean in the tube's centre (the inner face: 40 % of the side) and in its outer ring
 (the outer 15 %), 0-255 = 0-1 of ``1 - SSIM``.
@@ -35,11 +36,11 @@ DEFAULT = next((p / "shared" / "data" / "real" / "ffpp" for p in (ROOT.parent, R
                 if (p / "shared" / "data" / "real" / "ffpp").is_dir()), ROOT.parent / "shared" / "data" / "real" / "ffpp")
 
 
-def run(root: Path, out: Path, from_original: bool, detector) -> dict:
+def run(root: Path, out: Path, from_original: bool, detector, masks: bool = True) -> dict:
     found = load(root)
     t0, c0 = time.perf_counter(), time.process_time()
     s = extract_batch([root], out, ExtractConfig(), labels=found.labels, names=found.names, progress=False,
-                      detector=detector, boxes_from_original=from_original)
+                      detector=detector, boxes_from_original=from_original, diff_masks=masks)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     per = {r.stem: read_manifest(out / r.stem) for r in s.results if r.status == "ok"}
     return {"wall": wall, "cpu": cpu, "manifests": per, "failed": s.n_failed}
@@ -103,11 +104,12 @@ def main() -> None:
     detector = make_detector("cpu", (0.6, 0.7, 0.7))
     work = Path(tempfile.mkdtemp(prefix="bfo-"))
     res = {flag: run(a.root, work / ("from_original" if flag else "own"), flag, detector) for flag in (False, True)}
+    bare = run(a.root, work / "no_masks", True, detector, masks=False)
     print(f"FF++ root {a.root}: {len(res[True]['manifests'])} videos with tubes, "
           f"{res[True]['failed']} failed; in-process, detector loaded before the clock\n")
-    print("| video | kind | own detection s | from the original s | used the original |")
-    print("|---|---|---:|---:|---|")
-    fake_ratio = []
+    print("| video | kind | own detection s | from the original s | ... without masks s | used the original |")
+    print("|---|---|---:|---:|---:|---|")
+    fake_ratio, bare_ratio = [], []
     for name in sorted(res[True]["manifests"]):
         own = res[False]["manifests"].get(name, {}).get("timings", {}).get("total_s", float("nan"))
         m = res[True]["manifests"][name]
@@ -115,14 +117,16 @@ def main() -> None:
         rec = m.get("boxes_from_original")
         kind = "fake" if rec else "real"
         used = "" if not rec else ("yes" if rec["used"] else f"no: {rec['reason']}")
+        no_mask = bare["manifests"].get(name, {}).get("timings", {}).get("total_s", float("nan"))
         if rec and rec["used"]:
             fake_ratio.append(mine / own)
-        print(f"| {name} | {kind} | {own:.2f} | {mine:.2f} | {used} |")
+            bare_ratio.append(no_mask / own)
+        print(f"| {name} | {kind} | {own:.2f} | {mine:.2f} | {no_mask:.2f} | {used} |")
     print(f"\nbatch wall / CPU s: own detection {res[False]['wall']:.1f} / {res[False]['cpu']:.1f}, "
           f"boxes from the original {res[True]['wall']:.1f} / {res[True]['cpu']:.1f}")
     if fake_ratio:
         print(f"a fake from its original's boxes takes {statistics.median(fake_ratio):.2f}x the time of its own "
-              f"extraction (median of {len(fake_ratio)})")
+              f"extraction, {statistics.median(bare_ratio):.2f}x without masks (medians of {len(fake_ratio)})")
     print("\n| fake tube | mask mean, inner face (centre 40 %) | mask mean, outer ring (15 %) | frames |")
     print("|---|---:|---:|---:|")
     out = work / "from_original"

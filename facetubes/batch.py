@@ -154,9 +154,11 @@ def _init_worker(config_dict: dict, n_threads: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _process(source: str, stem: str, out_dir: str, original: Optional[tuple[str, str]] = None) -> VideoResult:
-    """One video. ``original``: ``(name, source)`` of the real video whose boxes a fake reuses
-    (``--boxes-from-original``; ``name`` empty when the labels name none: the fake falls back)."""
+def _process(source: str, stem: str, out_dir: str, original: Optional[tuple[str, str, bool]] = None,
+             ) -> VideoResult:
+    """One video. ``original``: ``(name, source, masks)`` of the real video whose boxes a fake reuses
+    (``--boxes-from-original``; ``name`` empty when the labels name none: the fake falls back; ``masks``: write
+    the difference masks)."""
     from .detect import make_detector
     from .pipeline import extract_tubes
 
@@ -170,7 +172,7 @@ def _process(source: str, stem: str, out_dir: str, original: Optional[tuple[str,
 
             try:
                 manifest = extract_from_original(source, out_dir, config, original=original[0], stem=stem,
-                                                 original_source=original[1] or None)
+                                                 original_source=original[1] or None, masks=original[2])
             except Fallback as fb:
                 extra = {"boxes_from_original": {"used": False, "original": original[0], "reason": str(fb)}}
         if manifest is None:
@@ -226,7 +228,7 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                   shard: Optional[tuple[int, int]] = None, overwrite: bool = False,
                   labels: Optional[dict[str, Label]] = None, progress: bool = True,
                   detector=None, names: Optional[dict[str, str]] = None,
-                  boxes_from_original: bool = False) -> BatchSummary:
+                  boxes_from_original: bool = False, diff_masks: bool = True) -> BatchSummary:
     """Extract tubes for every input video into ``out_dir``; see the module docstring.
 
     ``names``: ``{absolute source path: video name}`` for sources whose output folder is not their file stem
@@ -234,7 +236,8 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
 
     ``boxes_from_original``: faces are detected in the real videos only; every fake that ``labels`` gives an
     ``original`` is cut with that original's crop boxes, plus difference masks (:mod:`facetubes.original`).
-    The originals of the inputs are done first; with ``shard``, a fake goes to its original's shard."""
+    The originals of the inputs are done first; with ``shard``, a fake goes to its original's shard.
+    ``diff_masks=False`` skips the masks (the fakes then cost one decode each, no detection)."""
     config = config or ExtractConfig()
     if boxes_from_original and not labels:
         raise ConfigError("--boxes-from-original needs --labels that name each fake's original "
@@ -304,7 +307,8 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     source_of = {stem: source for source, stem in todo}
     source_of.update({st: src for st, src in stems.items() if st not in source_of})
     phases = [[(s, st, None) for s, st in todo if st not in original_of],
-              [(s, st, (original_of[st], source_of.get(original_of[st], ""))) for s, st in todo if st in original_of]]
+              [(s, st, (original_of[st], source_of.get(original_of[st], ""), diff_masks)) for s, st in todo
+               if st in original_of]]
     phases = [ph for ph in phases if ph]
     try:
         if workers <= 1 or len(todo) <= 1:

@@ -109,10 +109,13 @@ def _cmd_extract(a: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {a.workers}")
     config = _config_from_args(a)
     shard = parse_shard(a.shard) if a.shard else None
+    if a.no_diff_masks and not a.boxes_from_original:
+        raise ConfigError("--no-diff-masks only applies with --boxes-from-original")
     found = _load_labels(a)
     summary = extract_batch(a.inputs, a.out, config, workers=a.workers, shard=shard, overwrite=a.overwrite,
                             labels=found.labels if found else None, progress=not a.quiet,
-                            names=found.names if found else None, boxes_from_original=a.boxes_from_original)
+                            names=found.names if found else None, boxes_from_original=a.boxes_from_original,
+                            diff_masks=not a.no_diff_masks)
     if a.preview:
         from .preview import batch_preview
 
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detect faces in the real videos only and cut every fake the --labels give an original "
                         "with that original's crop boxes (pixel-aligned tubes, plus diff/<tube>.mp4 masks of "
                         "1 - SSIM); a fake whose original is unusable falls back to its own detection")
+    p.add_argument("--no-diff-masks", action="store_true",
+                   help="with --boxes-from-original: no difference masks (a fake then costs one decode)")
     p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

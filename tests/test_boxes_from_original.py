@@ -134,3 +134,20 @@ def test_cli_boxes_from_original(pair, tmp_path):
     assert fake["boxes_from_original"]["used"] is True
     assert [t["crop_boxes"] for t in fake["tubes"]] == [t["crop_boxes"] for t in real["tubes"]]
     assert all((out / "fake" / t["diff_file"]).is_file() for t in fake["tubes"])
+
+
+def test_without_masks_the_fake_still_gets_the_original_boxes(pair, gt_detector, tmp_path, capsys):
+    from facetubes.cli import main
+
+    d, truth, _ = pair
+    out = tmp_path / "out"
+    s = extract_batch([d / "real.mp4", d / "fake.mp4"], out, ExtractConfig(min_frames=32),
+                      labels=labels_from_file(d / "metadata.json"), progress=False, detector=gt_detector(truth),
+                      boxes_from_original=True, diff_masks=False)
+    assert s.count("ok") == 2
+    real, fake = read_manifest(out / "real"), read_manifest(out / "fake")
+    assert fake["boxes_from_original"]["used"] and fake["boxes_from_original"]["diff_masks"] is False
+    assert [t["crop_boxes"] for t in fake["tubes"]] == [t["crop_boxes"] for t in real["tubes"]]
+    assert all("diff_file" not in t for t in fake["tubes"]) and not (out / "fake" / "diff").exists()
+    assert main(["extract", str(d / "real.mp4"), "--out", str(tmp_path / "x"), "--no-diff-masks", "-q"]) == 2
+    assert "--no-diff-masks only applies with --boxes-from-original" in capsys.readouterr().err
