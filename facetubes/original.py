@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+from dataclasses import replace
 import tempfile
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ def extract_from_original(path: str | Path, out_dir: str | Path, config: Extract
     if config.first_frames is not None:
         n = min(n, config.first_frames)
     size = int(om["config"].get("size", config.size)) if isinstance(om.get("config"), dict) else config.size
+    config = replace(config, size=size)  # the original's tube size, whatever --size says: the tubes align
     entries, plans = [], []
     for t in om["tubes"]:
         start, stop = int(t["start_frame"]), min(int(t["stop_frame"]), n)
@@ -199,7 +201,10 @@ def extract_from_original(path: str | Path, out_dir: str | Path, config: Extract
         for idx, frame in fake_frames:
             oframe = None
             if orig_frames is not None:
-                oidx, oframe = next(orig_frames)
+                oidx, oframe = next(orig_frames, (None, None))
+                if oidx is None:
+                    raise VideoError(f"{source}: the original ends before frame {idx} (decoded fewer frames than "
+                                     "its tubes.json names)")
                 if oidx != idx:
                     raise VideoError(f"{source}: frame {idx} expected, decoded {oidx}")
             rgb_f: list = []
