@@ -304,10 +304,8 @@ def extract_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         bar.set_postfix(tubes=summary.n_tubes, failed=summary.n_failed, refresh=False)
 
     # with boxes from the original: the videos that detect first, then the fakes that reuse their boxes
-    source_of = {stem: source for source, stem in todo}
-    source_of.update({st: src for st, src in stems.items() if st not in source_of})
     phases = [[(s, st, None) for s, st in todo if st not in original_of],
-              [(s, st, (original_of[st], source_of.get(original_of[st], ""), diff_masks)) for s, st in todo
+              [(s, st, (original_of[st], stems.get(original_of[st], ""), diff_masks)) for s, st in todo
                if st in original_of]]
     phases = [ph for ph in phases if ph]
     try:

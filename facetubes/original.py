@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .config import ExtractConfig
 from .crops import CropPlan
-from .errors import ConfigError, OutputError, VideoError
+from .errors import ConfigError, OutputError, VideoError, one_line
 from .manifest import MANIFEST_NAME, MANIFEST_VERSION, process_umask, read_manifest, write_manifest
 from .video import VideoWriter, iter_av_frames, probe, upright_to_stored_boxes
 
@@ -104,12 +104,18 @@ def usable_original(out_dir: Path, original: str, fake_info, original_source: Op
     source = Path(original_source or m.get("source", ""))
     if not source.is_file():
         raise Fallback(f"original {original!r}: source video {source} is missing")
-    for what, mine, theirs in (("frame size", (fake_info.width, fake_info.height), (m["width"], m["height"])),
-                               ("rotation", fake_info.rotation, m.get("rotation", 0))):
-        if tuple(np.atleast_1d(mine)) != tuple(np.atleast_1d(theirs)):
+    try:
+        size, rotation, fps = (int(m["width"]), int(m["height"])), int(m.get("rotation", 0)), float(m["fps"])
+        for t in m["tubes"]:
+            int(t["start_frame"]), int(t["stop_frame"]), t["crop_boxes"][0][4]  # noqa: B018  (all there?)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise Fallback(f"original {original!r}: its tubes.json lacks what the boxes need ({one_line(e)})") from None
+    for what, mine, theirs in (("frame size", (fake_info.width, fake_info.height), size),
+                               ("rotation", int(fake_info.rotation), rotation)):
+        if mine != theirs:
             raise Fallback(f"original {original!r}: {what} {theirs} differs from the fake's {mine}")
-    if abs(float(fake_info.fps) - float(m["fps"])) > 1e-3 * float(m["fps"]):
-        raise Fallback(f"original {original!r}: frame rate {m['fps']} differs from the fake's {fake_info.fps}")
+    if abs(float(fake_info.fps) - fps) > 1e-3 * fps:
+        raise Fallback(f"original {original!r}: frame rate {fps} differs from the fake's {fake_info.fps}")
     return m, source
 
 
@@ -118,9 +124,9 @@ def _expand(runs: list) -> np.ndarray:
 
 
 def _grey(frame) -> np.ndarray:
-    from .pipeline import _YUV420, _plane
+    from .pipeline import _plane
 
-    if frame.format.name in _YUV420 or frame.format.name.startswith("yuv"):
+    if frame.format.name.startswith("yuv"):  # luma plane, as is
         return _plane(frame.planes[0])
     import cv2
 
@@ -160,7 +166,7 @@ def extract_from_original(path: str | Path, out_dir: str | Path, config: Extract
     entries, plans = [], []
     for t in om["tubes"]:
         start, stop = int(t["start_frame"]), min(int(t["stop_frame"]), n)
-        if stop - start < max(1, config.min_frames) or stop <= start:
+        if stop - start < max(1, config.min_frames):
             continue
         boxes = _expand(t["crop_boxes"])[: stop - start]
         plans.append(CropPlan(track_id=int(t["track"]), part=int(t["part"]), start=start, stop=stop, boxes=boxes))

@@ -151,3 +151,27 @@ def test_without_masks_the_fake_still_gets_the_original_boxes(pair, gt_detector,
     assert all("diff_file" not in t for t in fake["tubes"]) and not (out / "fake" / "diff").exists()
     assert main(["extract", str(d / "real.mp4"), "--out", str(tmp_path / "x"), "--no-diff-masks", "-q"]) == 2
     assert "--no-diff-masks only applies with --boxes-from-original" in capsys.readouterr().err
+
+
+def test_bad_fake_or_damaged_original_manifest_is_one_line_not_a_traceback(pair, gt_detector, tmp_path):
+    d, truth, _ = pair
+    out = tmp_path / "out"
+    labels = labels_from_file(d / "metadata.json")
+    extract_batch([d / "real.mp4"], out, ExtractConfig(min_frames=32), labels=labels, progress=False,
+                  detector=gt_detector(truth))
+    (tmp_path / "fake.mp4").write_bytes(b"not a video")  # a corrupt fake whose original is fine
+    s = extract_batch([tmp_path / "fake.mp4"], out, ExtractConfig(min_frames=32), labels=labels, progress=False,
+                      boxes_from_original=True)
+    (err,) = [r.error for r in s.results if r.status == "error"]
+    assert "fake.mp4" in err and "\n" not in err and "Traceback" not in err
+    assert not (out / "fake").exists()
+    # the original's manifest lost its tubes' boxes: the fake falls back and says why
+    m = json.loads((out / "real" / "tubes.json").read_text())
+    for t in m["tubes"]:
+        del t["crop_boxes"]
+    (out / "real" / "tubes.json").write_text(json.dumps(m))
+    fake_truth = pair[2]
+    s = extract_batch([d / "fake.mp4"], out, ExtractConfig(min_frames=32), labels=labels, progress=False,
+                      detector=gt_detector(fake_truth), boxes_from_original=True)
+    rec = read_manifest(out / "fake")["boxes_from_original"]
+    assert s.count("ok") == 1 and rec["used"] is False and "lacks what the boxes need" in rec["reason"]
