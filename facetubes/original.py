@@ -150,7 +150,7 @@ def extract_from_original(path: str | Path, out_dir: str | Path, config: Extract
     :class:`VideoError` / :class:`OutputError` for unreadable input or unwritable output."""
     import av.video.reformatter
 
-    from .pipeline import _compress_boxes, _install_dir, _remove_stale, cut_frame, prefetch
+    from .pipeline import _compress_boxes, _install_dir, _remove_stale, cut_frame, prefetch, tube_writer
 
     t_start = time.perf_counter()
     path, out_dir = Path(path), Path(out_dir)
@@ -185,13 +185,11 @@ def extract_from_original(path: str | Path, out_dir: str | Path, config: Extract
             (work / DIFF_DIR).mkdir()
     except OSError as e:
         raise OutputError(f"{out_dir}: cannot write output ({e.strerror or e})") from None
-    fps = getattr(info, "fps_fraction", None) or info.fps
     writers: list[VideoWriter] = []
     fake_frames = orig_frames = None
     try:
         def writer(p: Path) -> VideoWriter:
-            w = VideoWriter(p, fps=fps, width=size, height=size, crf=config.crf, pix_fmt=config.pix_fmt,
-                            preset=config.preset, gop=config.keyint, threads=1)
+            w = tube_writer(p, info, config)  # config.size is the original's (above)
             writers.append(w)
             return w
 
